@@ -53,9 +53,14 @@ func (m *Message) EncodedLen() int { return HeaderSize + len(m.Payload) }
 // Encode appends the wire form of m to dst and returns the extended slice.
 // Every field is written as it is (a zero HeaderLength is written as 116);
 // it does not recompute the digest or the length: call SetPayload for that.
+// Like the serializers of AWS's plugin and agent (reference §12.2 V6), it
+// refuses an empty payload with ErrEmptyPayload.
 func Encode(dst []byte, m *Message) ([]byte, error) {
 	if len(m.MessageType) > messageTypeLen {
 		return dst, ErrMessageTypeLen
+	}
+	if len(m.Payload) == 0 {
+		return dst, ErrEmptyPayload
 	}
 	n := len(dst)
 	need := HeaderSize + len(m.Payload)
