@@ -1,0 +1,345 @@
+package cli
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/knownhosts"
+
+	"github.com/jumpless/jumpless/sshx"
+	"github.com/jumpless/jumpless/ssm"
+)
+
+const checkAbout = `Diagnoses a configuration step by step, the way opening a tunnel goes, and
+prints OK or FAIL for each step; for a failing step it says the likely cause
+and what to change:
+
+  SSH private key      the --ssh-key file can be read and decrypted
+  known_hosts          the file has an entry for the instance
+  AWS configuration    region, profile and endpoint
+  AWS credentials      credentials are found
+  StartSession         IAM allows ssm:StartSession, the instance is connected
+  agent handshake      data channel and SSM agent handshake
+  SSH host key         the instance's host key matches (its fingerprint is
+                       shown when it does not)
+  SSH authentication   the user and key are accepted
+  database address     each --to HOST:PORT (and -L target) is reachable
+                       from the instance
+
+Steps after a failure are skipped. The session is terminated at the end.
+This replaces trying "aws ssm start-session --document-name
+AWS-StartSSHSession" by hand. The flags are those of forward; without
+--known-hosts or --host-key the SSH host key step fails and shows the
+instance's fingerprint.`
+
+const checkExamples = `  jumpless check --target i-0123456789abcdef0 --ssh-key ~/.ssh/id_ed25519 \
+      --known-hosts ~/.ssh/known_hosts --to db.internal:5432
+
+  # learn the host key fingerprint of a new instance
+  jumpless check --target i-0123456789abcdef0 --ssh-key ~/.ssh/id_ed25519`
+
+// checker prints the steps of a check.
+type checker struct {
+	out    io.Writer
+	failed int
+	passed int
+	broken bool // a step failed: later dependent steps are skipped
+}
+
+func (c *checker) ok(step, detail string) {
+	c.passed++
+	fmt.Fprintf(c.out, "[ OK ] %-20s %s\n", step, detail)
+}
+
+func (c *checker) fail(step, problem, advice string) {
+	c.failCause(step, problem, "", advice)
+}
+
+func (c *checker) failCause(step, problem, cause, advice string) {
+	c.failed++
+	c.broken = true
+	fmt.Fprintf(c.out, "[FAIL] %-20s %s\n", step, problem)
+	if cause != "" {
+		fmt.Fprintf(c.out, "       %-20s likely cause: %s\n", "", cause)
+	}
+	if advice != "" {
+		fmt.Fprintf(c.out, "       %-20s fix: %s\n", "", advice)
+	}
+}
+
+func (c *checker) skip(step string) {
+	fmt.Fprintf(c.out, "[SKIP] %-20s (needs the failed step above)\n", step)
+}
+
+func (c *checker) diag(d diagnosis) {
+	c.failCause(d.step, d.problem, d.cause, d.advice)
+}
+
+func runCheck(ctx context.Context, env *Env, args []string) error {
+	var (
+		o      tunnelOpts
+		tos    []string
+		locals []string
+	)
+	s := newFlagSet("check", "jumpless check --target ID [flags] [--to HOST:PORT ...]", checkAbout, checkExamples)
+	s.group("What to check")
+	s.listVar(&tos, "to", "", "HOST:PORT", "database address to try from the instance; repeatable")
+	s.listVar(&locals, "local-forward", "L", "[BIND:]PORT:HOST:HOSTPORT", "as for forward; only HOST:HOSTPORT is tried")
+	o.register(s)
+	if err := s.parse(env, args); err != nil {
+		return err
+	}
+	if s.fs.NArg() > 0 {
+		return usagef("unexpected argument %q (check takes only flags)", s.fs.Arg(0))
+	}
+	if err := o.validate("check", env); err != nil {
+		return err
+	}
+	var remotes []string
+	for _, t := range tos {
+		sp, err := parseSpecs(nil, t)
+		if err != nil {
+			return err
+		}
+		remotes = append(remotes, sp[0].Remote)
+	}
+	sp, err := parseSpecs(locals, "")
+	if err != nil {
+		return err
+	}
+	for _, f := range sp {
+		remotes = append(remotes, f.Remote)
+	}
+
+	ctx, stop := signalContext(ctx, env)
+	defer stop()
+	c := &checker{out: env.Stdout}
+	fmt.Fprintf(c.out, "Checking the tunnel to %s\n", o.target)
+	c.checkLocal(&o)
+	ok := c.checkRemote(ctx, env, &o, remotes)
+	if ctx.Err() != nil {
+		return &exitStatus{code: 130}
+	}
+	if !ok || c.failed > 0 {
+		fmt.Fprintf(c.out, "%d of %d checks failed\n", c.failed, c.failed+c.passed)
+		return &exitStatus{code: ExitFailure}
+	}
+	fmt.Fprintf(c.out, "All %d checks passed\n", c.passed)
+	return nil
+}
+
+// checkLocal checks the key file and known_hosts without the network.
+// Failures here are reported but do not stop the remote steps (they give
+// their own, usually the same, verdict).
+func (c *checker) checkLocal(o *tunnelOpts) {
+	if o.sshKey != "" {
+		const step = "SSH private key"
+		b, err := os.ReadFile(o.sshKey)
+		switch {
+		case err != nil:
+			c.fail(step, fmt.Sprintf("cannot read %s: %v", o.sshKey, errors.Unwrap(err)), "check the --ssh-key path and its permissions")
+		default:
+			signer, err := gossh.ParsePrivateKey(b)
+			var pme *gossh.PassphraseMissingError
+			switch {
+			case errors.As(err, &pme) && len(o.passphrase) == 0:
+				c.fail(step, o.sshKey+" is encrypted", "put its passphrase in $"+passphraseEnv+", or load it into ssh-agent and use --ssh-agent")
+			case errors.As(err, &pme):
+				signer, err = gossh.ParsePrivateKeyWithPassphrase(b, o.passphrase)
+				if err != nil {
+					c.fail(step, "the passphrase in $"+passphraseEnv+" does not decrypt "+o.sshKey, "check the passphrase")
+				} else {
+					c.ok(step, fmt.Sprintf("%s (%s, %s, decrypted)", o.sshKey, signer.PublicKey().Type(), gossh.FingerprintSHA256(signer.PublicKey())))
+				}
+			case err != nil:
+				c.fail(step, fmt.Sprintf("%s is not a private key: %v", o.sshKey, err), "pass the private key file (e.g. ~/.ssh/id_ed25519), not the .pub")
+			default:
+				c.ok(step, fmt.Sprintf("%s (%s, %s)", o.sshKey, signer.PublicKey().Type(), gossh.FingerprintSHA256(signer.PublicKey())))
+			}
+		}
+		c.broken = false
+	} else if o.sshAgent {
+		c.ok("SSH private key", "using ssh-agent at "+o.sshAuthSock)
+	}
+	if o.knownHosts != "" {
+		const step = "known_hosts"
+		name := hostKeyName(o)
+		cb, err := knownhosts.New(o.knownHosts)
+		if err != nil {
+			c.fail(step, fmt.Sprintf("cannot read %s: %v", o.knownHosts, err), "check the --known-hosts path and the file's format")
+		} else {
+			// A key that is in no file: the answer tells whether the host has entries.
+			_, probe, _ := ed25519Probe()
+			err := cb(knownhostsAddr(name), &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 22}, probe)
+			var ke *knownhosts.KeyError
+			if errors.As(err, &ke) && len(ke.Want) == 0 {
+				c.fail(step, fmt.Sprintf("%s has no entry for %s", o.knownHosts, name), "the SSH host key step below shows the instance's key fingerprint to add")
+			} else {
+				c.ok(step, fmt.Sprintf("%s has an entry for %s", o.knownHosts, name))
+			}
+		}
+		c.broken = false
+	}
+}
+
+// knownhostsAddr is the host argument knownhosts expects for name (it
+// needs a port; 22 is written without brackets).
+func knownhostsAddr(name string) string {
+	if _, _, err := net.SplitHostPort(name); err == nil {
+		return name
+	}
+	return net.JoinHostPort(name, "22")
+}
+
+// checkRemote runs the network steps. It returns false if a step failed.
+func (c *checker) checkRemote(ctx context.Context, env *Env, o *tunnelOpts, remotes []string) bool {
+	steps := []string{stepStart, stepAgent, stepHostKey, stepAuth}
+	for _, r := range remotes {
+		steps = append(steps, stepDial+" "+r)
+	}
+	skipFrom := func(step string) {
+		after := false
+		for _, s := range steps {
+			if after {
+				c.skip(s)
+			}
+			if s == step {
+				after = true
+			}
+		}
+	}
+
+	awsCfg, pool, err := o.awsConfig(ctx, env)
+	if err != nil {
+		c.fail("AWS configuration", oneLine(err.Error()), "")
+		c.skip(stepCredentials)
+		for _, s := range steps {
+			c.skip(s)
+		}
+		return false
+	}
+	endpoint := o.endpointURL
+	if endpoint == "" {
+		endpoint = env.getenv("AWS_ENDPOINT_URL_SSM")
+	}
+	if endpoint == "" && awsCfg.BaseEndpoint != nil {
+		endpoint = *awsCfg.BaseEndpoint
+	}
+	if endpoint == "" {
+		endpoint = "default for the region"
+	}
+	profile := o.profile
+	if profile == "" {
+		profile = "default"
+		if p := env.getenv("AWS_PROFILE"); p != "" {
+			profile = p
+		}
+	}
+	c.ok("AWS configuration", fmt.Sprintf("region %s, profile %s, endpoint %s", awsCfg.Region, profile, endpoint))
+
+	src, err := credentials(ctx, awsCfg)
+	if err != nil {
+		c.fail(stepCredentials, oneLine(err.Error()), "")
+		for _, s := range steps {
+			c.skip(s)
+		}
+		return false
+	}
+	c.ok(stepCredentials, "found ("+src+")")
+
+	tctx, cancel := context.WithTimeout(ctx, o.connectTimeout)
+	defer cancel()
+	scfg := ssm.Config{
+		AWS: awsCfg, Endpoint: o.endpointURL, RootCAs: pool, Target: o.target,
+		DocumentName: o.documentName, PortNumber: o.bastionPort, Reason: o.reason, Logger: o.logger(env),
+	}
+	sess, err := ssm.Dial(tctx, scfg)
+	if err != nil {
+		d := diagnose(err, o)
+		if d.step == stepAgent {
+			c.ok(stepStart, "allowed")
+		}
+		if d.step == stepCredentials {
+			d.step = stepStart
+		}
+		c.diag(d)
+		skipFrom(d.step)
+		return false
+	}
+	defer sess.Close()
+	c.ok(stepStart, "session "+sess.ID())
+	c.ok(stepAgent, "agent "+sess.AgentVersion())
+
+	sc := o.sshConfig()
+	sc.Logger = o.logger(env)
+	noHostKey := o.knownHosts == "" && o.hostKey == "" && !o.insecureIgnoreHostKey
+	if noHostKey {
+		// Nothing to verify against: expect a key that cannot match, so
+		// that the failure shows the instance's fingerprint.
+		_, sc.HostKey, _ = ed25519Probe()
+	}
+	client, err := sshx.NewClient(tctx, sess, o.target, sc)
+	if err != nil {
+		d := diagnose(err, o)
+		if noHostKey && d.step == stepHostKey {
+			d.problem = "no host key to verify against (no --known-hosts, no --host-key, no ~/.ssh/known_hosts); the instance offers " + orUnknown(d.offered)
+			d.cause = ""
+			d.advice = fmt.Sprintf("the instance offers %s; verify it (e.g. EC2 console → Get system log) and pass --host-key %s, or add this line to a known_hosts file: %s", orUnknown(d.offered), orUnknown(d.offered), orUnknown(d.knownHostsLine))
+		}
+		if d.step == stepAuth {
+			c.ok(stepHostKey, "verified")
+		}
+		c.diag(d)
+		skipFrom(d.step)
+		return false
+	}
+	defer client.Close()
+	if o.insecureIgnoreHostKey {
+		c.ok(stepHostKey, "NOT verified (--insecure-ignore-host-key)")
+	} else {
+		c.ok(stepHostKey, "verified against "+hostKeySource(o))
+	}
+	c.ok(stepAuth, fmt.Sprintf("logged in as %s with %s", o.sshUser, keyName(o)))
+
+	ok := true
+	for _, r := range remotes {
+		dctx, dcancel := context.WithTimeout(ctx, 15*time.Second)
+		start := time.Now()
+		conn, err := client.DialContext(dctx, "tcp", r)
+		dcancel()
+		step := stepDial + " " + r
+		if err != nil {
+			d := diagnose(err, o)
+			if d.step != stepDial {
+				d.problem = "cannot connect from the instance: " + sanitize(oneLine(err.Error()))
+				d.cause = dialCause
+				d.advice = "check the host name and port, that the instance can resolve it, and that the database's security group / NACLs allow the instance"
+			}
+			c.failCause(step, d.problem, d.cause, d.advice)
+			ok = false
+			continue
+		}
+		conn.Close()
+		c.ok(step, fmt.Sprintf("reachable from the instance (%v)", time.Since(start).Round(time.Millisecond)))
+	}
+	if len(remotes) == 0 {
+		fmt.Fprintf(c.out, "       (pass --to HOST:PORT to check a database address too)\n")
+	}
+	return ok
+}
+
+// ed25519Probe returns a fixed throw-away public key that no known_hosts
+// file lists.
+func ed25519Probe() (string, gossh.PublicKey, error) {
+	// 32 bytes of a fixed, non-secret value.
+	raw := []byte("jumpless-known-hosts-probe-key!!")
+	pub, err := gossh.NewPublicKey(ed25519.PublicKey(raw))
+	return "probe", pub, err
+}

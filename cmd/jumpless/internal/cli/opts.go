@@ -1,0 +1,179 @@
+package cli
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+)
+
+// passphraseEnv holds the private key's passphrase. There is deliberately
+// no flag for it: command lines are visible to every local user (ps).
+const passphraseEnv = "JUMPLESS_SSH_KEY_PASSPHRASE"
+
+// tunnelOpts are the flags shared by forward, run and check.
+type tunnelOpts struct {
+	target       string
+	profile      string
+	region       string
+	endpointURL  string
+	caBundle     string
+	documentName string
+	reason       string
+	bastionPort  int
+
+	sshUser               string
+	sshKey                string
+	sshAgent              bool
+	knownHosts            string
+	hostKey               string
+	hostKeyAlias          string
+	insecureIgnoreHostKey bool
+
+	sessions       int
+	connectTimeout time.Duration
+	verbose        bool
+
+	// passphrase comes from $JUMPLESS_SSH_KEY_PASSPHRASE; never printed.
+	passphrase []byte
+	// sshAuthSock is $SSH_AUTH_SOCK, used when --ssh-agent is given.
+	sshAuthSock string
+}
+
+func (o *tunnelOpts) register(s *flagSet) {
+	s.group("Session Manager (AWS)")
+	s.stringVar(&o.target, "target", "ID", "", "EC2 instance (i-...) or managed node (mi-...) running the SSM agent and sshd; required")
+	s.stringVar(&o.profile, "profile", "NAME", "", "AWS shared config profile, as with the AWS CLI (default: $AWS_PROFILE or \"default\")")
+	s.stringVar(&o.region, "region", "REGION", "", "AWS region (default: $AWS_REGION or the profile's region)")
+	s.stringVar(&o.endpointURL, "endpoint-url", "URL", "", "SSM API endpoint, e.g. a VPC endpoint or the jumpless emulator (default: $AWS_ENDPOINT_URL_SSM, $AWS_ENDPOINT_URL or the region's)")
+	s.stringVar(&o.caBundle, "ca-bundle", "FILE", "", "PEM file of extra CA certificates to trust for the SSM API and data channel, e.g. the emulator's CA (default: $AWS_CA_BUNDLE)")
+	s.stringVar(&o.documentName, "document-name", "NAME", "", "Session Manager document (default AWS-StartSSHSession)")
+	s.intVar(&o.bastionPort, "bastion-port", "PORT", 22, "port of sshd on the instance")
+	s.stringVar(&o.reason, "reason", "TEXT", "", "reason recorded with the session in CloudTrail")
+
+	s.group("SSH (on the instance)")
+	s.stringVar(&o.sshUser, "ssh-user", "USER", "ec2-user", "login name on the instance")
+	s.stringVar(&o.sshKey, "ssh-key", "FILE", "", "private key file (OpenSSH or PEM); if it is encrypted put the passphrase in $"+passphraseEnv)
+	s.boolVar(&o.sshAgent, "ssh-agent", "authenticate with the keys of ssh-agent ($SSH_AUTH_SOCK); the default when --ssh-key is not given and $SSH_AUTH_SOCK is set")
+	s.stringVar(&o.knownHosts, "known-hosts", "FILE", "", "known_hosts file holding the instance's host key (default ~/.ssh/known_hosts when it exists)")
+	s.stringVar(&o.hostKey, "host-key", "SHA256:...", "", "expected host key fingerprint, instead of --known-hosts ('jumpless check' shows it)")
+	s.stringVar(&o.hostKeyAlias, "host-key-alias", "NAME", "", "name to look up in known_hosts (default: the target id)")
+	s.boolVar(&o.insecureIgnoreHostKey, "insecure-ignore-host-key", "do not verify the host key (anyone on the path can read the data); for throw-away tests only")
+
+	s.group("Tunnel")
+	s.intVar(&o.sessions, "sessions", "N", 1, "parallel Session Manager sessions to spread connections over")
+	s.durationVar(&o.connectTimeout, "connect-timeout", "DURATION", 60*time.Second, "limit for opening the tunnel (session + SSH handshake)")
+	s.boolVar(&o.verbose, "verbose", "log protocol events to stderr")
+}
+
+var targetRE = regexp.MustCompile(`^(i|mi)-[0-9a-f]{8,17}$`)
+
+// validate checks the flags and fills in defaults from the environment.
+// Every error is a usage error.
+func (o *tunnelOpts) validate(cmd string, env *Env) error {
+	if o.target == "" {
+		return usagef("--target is required (an EC2 instance id like i-0123456789abcdef0)")
+	}
+	if !targetRE.MatchString(o.target) {
+		return usagef("--target %q is not an instance id (want i- or mi- and 8 or 17 hex digits, like i-0123456789abcdef0)", o.target)
+	}
+	if o.bastionPort < 1 || o.bastionPort > 65535 {
+		return usagef("--bastion-port %d: want a number 1-65535", o.bastionPort)
+	}
+	if o.sessions < 1 || o.sessions > 64 {
+		return usagef("--sessions %d: want a number 1-64", o.sessions)
+	}
+	if o.connectTimeout <= 0 {
+		return usagef("--connect-timeout %v: want a positive duration like 60s", o.connectTimeout)
+	}
+	if o.endpointURL != "" && !strings.HasPrefix(o.endpointURL, "https://") && !strings.HasPrefix(o.endpointURL, "http://") {
+		return usagef("--endpoint-url %q: want an http:// or https:// URL", o.endpointURL)
+	}
+	if o.hostKey != "" && !strings.HasPrefix(o.hostKey, "SHA256:") {
+		return usagef("--host-key %q: want a SHA256 fingerprint like SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8", o.hostKey)
+	}
+	o.sshKey = expandHome(o.sshKey)
+	o.knownHosts = expandHome(o.knownHosts)
+	o.caBundle = expandHome(o.caBundle)
+	o.sshAuthSock = env.getenv("SSH_AUTH_SOCK")
+	if o.sshKey == "" && !o.sshAgent {
+		if o.sshAuthSock == "" {
+			return usagef("no SSH credentials: pass --ssh-key FILE (e.g. ~/.ssh/id_ed25519) or --ssh-agent with $SSH_AUTH_SOCK set")
+		}
+		o.sshAgent = true
+	}
+	if o.sshAgent && o.sshKey == "" && o.sshAuthSock == "" {
+		return usagef("--ssh-agent: $SSH_AUTH_SOCK is not set (start ssh-agent, or pass --ssh-key FILE)")
+	}
+	if p := env.getenv(passphraseEnv); p != "" && keyEncrypted(o.sshKey) {
+		// Only for an encrypted key: the variable may be set for other
+		// keys, and sshx refuses a passphrase for an unencrypted key.
+		o.passphrase = []byte(p)
+	}
+	if o.knownHosts == "" && o.hostKey == "" && !o.insecureIgnoreHostKey {
+		if def := expandHome("~/.ssh/known_hosts"); def != "" {
+			if _, err := os.Stat(def); err == nil {
+				o.knownHosts = def
+			}
+		}
+		if o.knownHosts == "" && cmd != "check" {
+			return usagef("no way to verify the SSH host key: pass --known-hosts FILE or --host-key SHA256:... (run 'jumpless check' to see the instance's fingerprint)")
+		}
+	}
+	if o.insecureIgnoreHostKey && (o.knownHosts != "" || o.hostKey != "") {
+		return usagef("--insecure-ignore-host-key cannot be combined with --known-hosts or --host-key")
+	}
+	return nil
+}
+
+// expandHome replaces a leading "~/" with the home directory.
+func expandHome(p string) string {
+	if p == "~" || strings.HasPrefix(p, "~/") {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return p
+		}
+		return filepath.Join(home, p[1:])
+	}
+	return p
+}
+
+// parseSpecs parses -L specs and --to (at most one of --to).
+func parseSpecs(locals []string, to string) ([]forwardSpec, error) {
+	var specs []forwardSpec
+	for _, l := range locals {
+		f, err := parseForwardSpec(l)
+		if err != nil {
+			return nil, usagef("%v", err)
+		}
+		specs = append(specs, f)
+	}
+	if to != "" {
+		f, err := parseRemote(to)
+		if err != nil {
+			return nil, usagef("%v", err)
+		}
+		specs = append(specs, f)
+	}
+	return specs, nil
+}
+
+// keyEncrypted reports whether the private key file at path is
+// passphrase-protected (false when it cannot be read or parsed: sshx
+// reports that).
+func keyEncrypted(path string) bool {
+	if path == "" {
+		return false
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	_, err = gossh.ParsePrivateKey(b)
+	var pme *gossh.PassphraseMissingError
+	return errors.As(err, &pme)
+}
