@@ -1,0 +1,628 @@
+package ssmtest
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+
+	"github.com/jumpless/jumpless/ssm/internal/wire"
+)
+
+// maxPendingFrames bounds the frames the gateway holds for a disconnected
+// client (the agent's own outgoing buffer holds 100000).
+const maxPendingFrames = 100000
+
+// openTimeout bounds the wait for the OpenDataChannel frame after the
+// websocket upgrade.
+const openTimeout = 10 * time.Second
+
+// endReason says how a session ended.
+type endReason int
+
+const (
+	endTargetClosed  endReason = iota // target EOF (SSH document) or DisconnectToPort
+	endFailed                         // dial failure, handshake timeout/failure, target error
+	endTerminateFlag                  // client's TerminateSession flag
+	endTerminateAPI                   // TerminateSession API
+	endChannelClosed                  // CloseChannel (service-side channel_closed)
+	endServerClosed                   // Server.Close
+	endTimeout                        // IdleTimeout / MaxSessionDuration
+)
+
+// Outputs of service-side timeouts. The texts are what the AWS console and
+// CLI show for these events (external; not in either AWS repository).
+const (
+	IdleTimeoutOutput = "Your session timed out due to inactivity and has been terminated."
+	MaxDurationOutput = "Your session has reached the maximum session duration and has been terminated."
+)
+
+// clientConn is one client websocket attached to a session.
+type clientConn struct {
+	ws   *websocket.Conn
+	wmu  sync.Mutex
+	once sync.Once
+}
+
+func (c *clientConn) write(b []byte) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.ws.WriteMessage(websocket.BinaryMessage, b)
+}
+
+// close drops the TCP connection without a close frame, as both AWS peers do.
+func (c *clientConn) close() { c.once.Do(func() { _ = c.ws.Close() }) }
+
+// session is one Session Manager session: the service's view (token, client
+// websocket) and the emulated agent.
+type session struct {
+	srv      *Server
+	id       string
+	target   string
+	document string
+	props    map[string]string
+	addr     string
+	started  time.Time
+	ctx      context.Context
+	cancel   context.CancelFunc
+	agent    *agent
+
+	mu        sync.Mutex
+	token     string
+	client    *clientConn
+	clientID  string
+	connected chan struct{} // closed when the first client websocket is accepted
+	everConn  bool
+	ended     bool
+	endOnce   sync.Once
+
+	lastData   atomic.Int64     // unix nanos of the last stream data crossing the gateway
+	pending    [][]byte         // frames held for a disconnected client (BufferWhileDisconnected)
+	unackedOut map[int64][]byte // output frames forwarded to the client and not acknowledged by it (BufferWhileDisconnected)
+	flushing   bool             // pending is being written to a new websocket
+
+	// strict-mode state (gateway reader; guarded by mu for reconnects)
+	highestSeq  int64 // highest client input_stream_data seq seen (-1: none)
+	hcDelivered bool  // HandshakeComplete written to the client
+	hrDelivered bool  // HandshakeRequest written to the client
+	frameIndex  int64
+}
+
+func (s *Server) newSession(target, doc string, props map[string]string, addr string) (*session, error) {
+	ss := &session{
+		srv:        s,
+		id:         "ssmtest-" + randHex(9)[:17],
+		target:     target,
+		document:   doc,
+		props:      props,
+		addr:       addr,
+		started:    time.Now(),
+		token:      newToken(),
+		connected:  make(chan struct{}),
+		highestSeq: -1,
+		unackedOut: make(map[int64][]byte),
+	}
+	ss.ctx, ss.cancel = context.WithCancel(s.ctx)
+	ss.agent = newAgent(ss)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ss.cancel()
+		return nil, errors.New("ssmtest: server closed")
+	}
+	s.sessions[ss.id] = ss
+	s.mu.Unlock()
+	s.st.sessionsStarted.Add(1)
+	s.st.sessionsOpen.Add(1)
+	if !ss.agent.start() {
+		ss.finish(endServerClosed, "", false)
+		return nil, errors.New("ssmtest: server closed")
+	}
+	ss.lastData.Store(time.Now().UnixNano())
+	if s.cfg.IdleTimeout > 0 || s.cfg.MaxSessionDuration > 0 {
+		s.goTracked(ss.watchTimeouts)
+	}
+	s.log.Info("ssmtest: session started", "session", ss.id, "target", target, "document", doc)
+	return ss, nil
+}
+
+// watchTimeouts enforces IdleTimeout and MaxSessionDuration.
+func (ss *session) watchTimeouts() {
+	cfg := &ss.srv.cfg
+	tick := time.Second
+	for _, d := range []time.Duration{cfg.IdleTimeout / 4, cfg.MaxSessionDuration / 4} {
+		if d > 0 && d < tick {
+			tick = d
+		}
+	}
+	t := time.NewTicker(tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ss.ctx.Done():
+			return
+		case now := <-t.C:
+			if cfg.MaxSessionDuration > 0 && now.Sub(ss.started) >= cfg.MaxSessionDuration {
+				ss.finish(endTimeout, MaxDurationOutput, false)
+				return
+			}
+			if cfg.IdleTimeout > 0 && now.Sub(time.Unix(0, ss.lastData.Load())) >= cfg.IdleTimeout {
+				ss.finish(endTimeout, IdleTimeoutOutput, false)
+				return
+			}
+		}
+	}
+}
+
+func (ss *session) streamURL() string {
+	return ss.srv.StreamURL(ss.id)
+}
+
+func (ss *session) currentToken() string {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.token
+}
+
+// newToken issues a fresh token (ResumeSession); the previous one stops
+// working. ok is false once the session has ended.
+func (ss *session) newToken() (string, bool) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.ended {
+		return "", false
+	}
+	ss.token = newToken()
+	return ss.token, true
+}
+
+func (ss *session) isEnded() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.ended
+}
+
+// serveDataChannel is the MGS data-channel endpoint:
+// GET /v1/data-channel/<sessionId>?role=publish_subscribe, upgraded to a
+// websocket whose first frame must be a text OpenDataChannel with the
+// session's current token.
+func (s *Server) serveDataChannel(w http.ResponseWriter, r *http.Request) {
+	id := strings.TrimPrefix(r.URL.Path, "/v1/data-channel/")
+	ws, err := s.up.Upgrade(w, r, nil)
+	if err != nil {
+		s.st.wsRejected.Add(1)
+		return // Upgrade already answered with an HTTP error
+	}
+	ok := s.goTracked(func() { s.runDataChannel(id, ws) })
+	if !ok {
+		_ = ws.Close()
+	}
+}
+
+func (s *Server) runDataChannel(id string, ws *websocket.Conn) {
+	cc := &clientConn{ws: ws}
+	stop := context.AfterFunc(s.ctx, cc.close)
+	defer stop()
+	defer cc.close()
+
+	_ = ws.SetReadDeadline(time.Now().Add(openTimeout))
+	mt, first, err := ws.ReadMessage()
+	if err != nil {
+		s.st.wsRejected.Add(1)
+		return
+	}
+	ss := s.session(id)
+	var open wire.OpenDataChannel
+	reason := ""
+	switch {
+	case mt != websocket.TextMessage:
+		reason = "first frame is not a text frame"
+	case json.Unmarshal(first, &open) != nil:
+		reason = "first frame is not OpenDataChannel JSON"
+	case open.MessageSchemaVersion != "1.0":
+		reason = "MessageSchemaVersion is not 1.0"
+	case ss == nil:
+		reason = "unknown session"
+	case !ss.checkToken(open.TokenValue):
+		reason = "invalid or superseded token"
+	}
+	if reason != "" {
+		s.st.wsRejected.Add(1)
+		s.log.Info("ssmtest: data channel refused", "session", id, "reason", reason)
+		if ss != nil && s.cfg.Strict && mt != websocket.TextMessage {
+			ss.violation(0, RuleOpenDataChannel, reason)
+		}
+		return
+	}
+	_ = ws.SetReadDeadline(time.Time{})
+	if !ss.attach(cc, open.ClientID) {
+		s.st.wsRejected.Add(1)
+		return
+	}
+	s.st.wsAccepted.Add(1)
+	s.log.Info("ssmtest: data channel open", "session", id, "clientVersion", open.ClientVersion)
+	defer ss.detach(cc)
+
+	for {
+		mt, b, err := ws.ReadMessage()
+		if err != nil {
+			return
+		}
+		s.st.framesFromClient.Add(1)
+		ss.fromClient(mt, b)
+	}
+}
+
+func (ss *session) checkToken(tok string) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return !ss.ended && subtle.ConstantTimeCompare([]byte(tok), []byte(ss.token)) == 1
+}
+
+// attach makes cc the session's client websocket. A previous one is closed.
+// The service tells the agent with start_publication that its peer is back.
+func (ss *session) attach(cc *clientConn, clientID string) bool {
+	ss.mu.Lock()
+	if ss.ended {
+		ss.mu.Unlock()
+		return false
+	}
+	old := ss.client
+	ss.client = cc
+	ss.clientID = clientID
+	first := !ss.everConn
+	ss.everConn = true
+	buffering := ss.srv.cfg.BufferWhileDisconnected
+	if buffering {
+		ss.flushing = true
+		if !first {
+			ss.pending = ss.replayList()
+		}
+	}
+	ss.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+	if buffering {
+		ss.flushPending(cc)
+	}
+	if first {
+		close(ss.connected)
+	} else {
+		ss.agent.control(wire.StartPublication)
+	}
+	return true
+}
+
+// flushPending writes the frames the gateway held for the disconnected
+// client (Config.BufferWhileDisconnected) to cc, in order, then lets new
+// frames through.
+func (ss *session) flushPending(cc *clientConn) {
+	for {
+		ss.mu.Lock()
+		if ss.client != cc { // replaced meanwhile: its attach flushes
+			ss.mu.Unlock()
+			return
+		}
+		p := ss.pending
+		ss.pending = nil
+		if len(p) == 0 {
+			ss.flushing = false
+			ss.mu.Unlock()
+			return
+		}
+		ss.mu.Unlock()
+		for i, b := range p {
+			if err := cc.write(b); err != nil {
+				ss.mu.Lock()
+				ss.pending = append(p[i:], ss.pending...)
+				if ss.client == cc {
+					ss.flushing = false
+				}
+				ss.mu.Unlock()
+				return
+			}
+			ss.srv.st.framesToClient.Add(1)
+			ss.srv.st.framesReplayed.Add(1)
+		}
+	}
+}
+
+// replayList returns what the gateway replays to a reconnected client: every
+// output_stream_data frame it forwarded that the client has not acknowledged
+// (in sequence order), then the other held frames. ss.mu must be held.
+func (ss *session) replayList() [][]byte {
+	seqs := make([]int64, 0, len(ss.unackedOut))
+	for seq := range ss.unackedOut {
+		seqs = append(seqs, seq)
+	}
+	slices.Sort(seqs)
+	out := make([][]byte, 0, len(seqs)+len(ss.pending))
+	for _, seq := range seqs {
+		out = append(out, ss.unackedOut[seq])
+	}
+	for _, b := range ss.pending {
+		var m wire.Message
+		if wire.Decode(b, &m) == nil && m.MessageType != wire.OutputStreamData {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// hold keeps b for the next client websocket (Config.BufferWhileDisconnected);
+// ss.mu must be held. It reports false when the buffer is full.
+func (ss *session) hold(b []byte) bool {
+	if len(ss.pending) >= maxPendingFrames {
+		return false
+	}
+	ss.pending = append(ss.pending, b)
+	ss.srv.st.framesBuffered.Add(1)
+	return true
+}
+
+// detach forgets cc if it is still the session's websocket; the service then
+// pauses the agent (pause_publication: "remote data channel is inactive").
+func (ss *session) detach(cc *clientConn) {
+	ss.mu.Lock()
+	was := ss.client == cc
+	if was {
+		ss.client = nil
+	}
+	ended := ss.ended
+	ss.mu.Unlock()
+	if was && !ended {
+		ss.srv.log.Info("ssmtest: client websocket gone; pausing agent", "session", ss.id)
+		ss.agent.control(wire.PausePublication)
+	}
+}
+
+// fromClient handles one frame read from the client websocket: strict checks
+// on the bytes as the client sent them, then faults, then the agent.
+func (ss *session) fromClient(mt int, b []byte) {
+	var m wire.Message
+	err := wire.Decode(b, &m)
+	if ss.srv.cfg.Strict {
+		ss.checkClientFrame(mt, b, &m, err)
+	}
+	if err != nil {
+		ss.srv.st.framesMalformed.Add(1)
+		ss.srv.log.Debug("ssmtest: malformed client frame dropped", "session", ss.id, "error", err)
+		return
+	}
+	if mt != websocket.BinaryMessage && mt != websocket.TextMessage {
+		return
+	}
+	if l := ss.srv.log; l.Enabled(context.Background(), slog.LevelDebug) {
+		l.Debug("ssmtest: frame from client", "session", ss.id, "type", m.MessageType, "seq", m.SequenceNumber, "payloadType", int(m.PayloadType), "len", len(m.Payload))
+	}
+	if m.MessageType == wire.InputStreamData {
+		ss.lastData.Store(time.Now().UnixNano())
+	}
+	if m.MessageType == wire.Acknowledge && ss.srv.cfg.BufferWhileDisconnected {
+		if seq, err := wire.ParseAck(m.Payload); err == nil {
+			ss.mu.Lock()
+			delete(ss.unackedOut, seq)
+			ss.mu.Unlock()
+		}
+	}
+	ss.srv.faultsFor(ToAgent).apply(ss, ToAgent, b, &m, ss.deliverToAgent)
+}
+
+// deliverToAgent hands a frame to the agent's reader (blocking, like TCP
+// back-pressure through MGS).
+func (ss *session) deliverToAgent(b []byte) {
+	select {
+	case ss.agent.in <- b:
+		ss.srv.st.framesToAgent.Add(1)
+	case <-ss.ctx.Done():
+	}
+}
+
+// fromAgent takes a frame the agent sends to the client. The gateway consumes
+// agent_session_state (MGS-only); everything else crosses the gateway.
+func (ss *session) fromAgent(b []byte) {
+	ss.srv.st.framesFromAgent.Add(1)
+	var m wire.Message
+	if err := wire.Decode(b, &m); err != nil {
+		ss.srv.st.framesLost.Add(1)
+		return
+	}
+	if m.MessageType == wire.AgentSessionState {
+		ss.srv.st.agentSessionState.Add(1)
+		return
+	}
+	if m.MessageType == wire.OutputStreamData {
+		ss.lastData.Store(time.Now().UnixNano())
+	}
+	ss.srv.faultsFor(ToClient).apply(ss, ToClient, b, &m, ss.writeClient)
+}
+
+// writeClient writes a frame to the current client websocket; without one
+// the frame is lost (MGS cannot deliver it).
+func (ss *session) writeClient(b []byte) {
+	ss.mu.Lock()
+	cc := ss.client
+	if cc != nil && !ss.hcDelivered && len(b) >= wire.HeaderSize {
+		var m wire.Message
+		if wire.Decode(b, &m) == nil && m.MessageType == wire.OutputStreamData {
+			switch m.PayloadType {
+			case wire.PayloadHandshakeComplete:
+				ss.hcDelivered = true
+			case wire.PayloadHandshakeRequest:
+				ss.hrDelivered = true
+			}
+		}
+	}
+	if ss.srv.cfg.BufferWhileDisconnected {
+		var m wire.Message
+		if wire.Decode(b, &m) == nil && m.MessageType == wire.OutputStreamData && len(ss.unackedOut) < maxPendingFrames {
+			ss.unackedOut[m.SequenceNumber] = b
+		}
+	}
+	if ss.srv.cfg.BufferWhileDisconnected && (cc == nil || ss.flushing) {
+		held := ss.hold(b)
+		ss.mu.Unlock()
+		if !held {
+			ss.srv.st.framesLost.Add(1)
+		}
+		return
+	}
+	ss.mu.Unlock()
+	if cc == nil {
+		ss.srv.st.framesLost.Add(1)
+		return
+	}
+	if l := ss.srv.log; l.Enabled(context.Background(), slog.LevelDebug) {
+		var m wire.Message
+		if wire.Decode(b, &m) == nil {
+			l.Debug("ssmtest: frame to client", "session", ss.id, "type", m.MessageType, "seq", m.SequenceNumber, "payloadType", int(m.PayloadType), "len", len(m.Payload))
+		}
+	}
+	if err := cc.write(b); err != nil {
+		held := false
+		if ss.srv.cfg.BufferWhileDisconnected {
+			ss.mu.Lock()
+			held = !ss.ended && ss.hold(b)
+			ss.mu.Unlock()
+		}
+		if !held {
+			ss.srv.st.framesLost.Add(1)
+		}
+		return
+	}
+	ss.srv.st.framesToClient.Add(1)
+}
+
+// channelClosed sends the service's channel_closed message to the client,
+// bypassing faults.
+func (ss *session) channelClosed(output string) {
+	ss.mu.Lock()
+	cc := ss.client
+	ss.mu.Unlock()
+	if cc == nil {
+		return
+	}
+	now := time.Now()
+	id := uuid.New()
+	p, _ := json.Marshal(wire.ChannelClosedPayload{
+		MessageID:     id.String(),
+		CreatedDate:   strconv.FormatUint(wire.Millis(now), 10),
+		DestinationID: ss.target,
+		SessionID:     ss.id,
+		MessageType:   wire.ChannelClosed,
+		SchemaVersion: 1,
+		Output:        output,
+	})
+	m := wire.Message{
+		MessageType:   wire.ChannelClosed,
+		SchemaVersion: wire.SchemaVersion,
+		CreatedDate:   wire.Millis(now),
+		Flags:         wire.FlagsNone,
+		MessageID:     id,
+		PayloadType:   wire.PayloadNone,
+	}
+	m.SetPayload(p)
+	b, _ := wire.Encode(nil, &m)
+	if cc.write(b) == nil {
+		ss.srv.st.controlToClient.Add(1)
+	}
+}
+
+// finish ends the session once: the service sends channel_closed (unless the
+// server is closing) and closes the client websocket; the agent stops.
+func (ss *session) finish(why endReason, output string, failed bool) {
+	ss.endOnce.Do(func() {
+		ss.mu.Lock()
+		ss.ended = true
+		ss.mu.Unlock()
+		st := &ss.srv.st
+		st.sessionsOpen.Add(-1)
+		st.sessionsEnded.Add(1)
+		if why == endTerminateAPI || why == endTerminateFlag {
+			st.sessionsTerminated.Add(1)
+		}
+		if failed {
+			st.sessionsFailed.Add(1)
+		}
+		if why != endServerClosed {
+			ss.channelClosed(output)
+		}
+		ss.srv.log.Info("ssmtest: session ended", "session", ss.id, "reason", int(why), "output", output)
+		ss.cancel()
+		ss.agent.stopTarget()
+		ss.mu.Lock()
+		cc := ss.client
+		ss.client = nil
+		ss.mu.Unlock()
+		if cc != nil {
+			cc.close()
+		}
+	})
+}
+
+// KillWebsocket abruptly closes the client websocket of the session id (""
+// = every session), as a network failure would; frames in flight (in the
+// socket buffers) are lost unless Config.BufferWhileDisconnected keeps
+// the ones the agent sends afterwards. The session stays alive: the client resumes with ResumeSession and a
+// redial of the same StreamUrl. It returns how many websockets it closed.
+func (s *Server) KillWebsocket(sessionID string) int {
+	n := 0
+	for _, ss := range s.matching(sessionID) {
+		// The service sees its end of the connection go away at once: it
+		// detaches the client and pauses the agent before the socket
+		// closes, so only frames already in the socket buffers are lost.
+		ss.mu.Lock()
+		cc := ss.client
+		ss.client = nil
+		ended := ss.ended
+		ss.mu.Unlock()
+		if cc != nil {
+			if !ended {
+				ss.agent.control(wire.PausePublication)
+			}
+			cc.close()
+			n++
+			s.st.wsKilled.Add(1)
+		}
+	}
+	return n
+}
+
+// PausePublication sends pause_publication to the agent of session id (""
+// = every session): it stops reading the target and buffers output unsent
+// and stops retransmitting. Like the real agent, any stream data or
+// acknowledge it receives from the client clears the pause again.
+func (s *Server) PausePublication(sessionID string) {
+	for _, ss := range s.matching(sessionID) {
+		ss.agent.control(wire.PausePublication)
+	}
+}
+
+// StartPublication sends start_publication to the agent of session id (""
+// = every session), clearing a pause.
+func (s *Server) StartPublication(sessionID string) {
+	for _, ss := range s.matching(sessionID) {
+		ss.agent.control(wire.StartPublication)
+	}
+}
+
+// CloseChannel ends session id ("" = every session) from the service side,
+// mid-stream: channel_closed with output to the client and to the agent,
+// which stops at once.
+func (s *Server) CloseChannel(sessionID, output string) {
+	for _, ss := range s.matching(sessionID) {
+		ss.finish(endChannelClosed, output, false)
+	}
+}
