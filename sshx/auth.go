@@ -104,27 +104,26 @@ func parseKey(pemBytes, passphrase []byte) (ssh.Signer, error) {
 	if block, _ := pem.Decode(pemBytes); block != nil && block.Type == "ENCRYPTED PRIVATE KEY" {
 		return nil, unreadable{cause: errors.New("encrypted PKCS#8 keys are not supported; convert with: ssh-keygen -p -f <keyfile> (writes OpenSSH format)")}
 	}
-	if len(passphrase) > 0 {
-		s, err := ssh.ParsePrivateKeyWithPassphrase(pemBytes, passphrase)
-		if err == nil {
-			return s, nil
-		}
-		if errors.Is(err, x509.IncorrectPasswordError) || isIncorrectPassword(err) {
-			return nil, ErrPassphraseWrong
-		}
-		if err.Error() != "ssh: not an encrypted key" {
-			return nil, unreadable{cause: sanitize(err)}
-		}
-		// Unencrypted PEM key with a passphrase given: OpenSSH ignores the
-		// passphrase, so do we.
-	}
+	// Try the key as unencrypted first: a passphrase given for an
+	// unencrypted key is ignored, as OpenSSH does (x/crypto/ssh would
+	// reject it, with different errors for PEM and OpenSSH keys).
 	s, err := ssh.ParsePrivateKey(pemBytes)
 	if err == nil {
 		return s, nil
 	}
 	var pm *ssh.PassphraseMissingError
-	if errors.As(err, &pm) {
+	if !errors.As(err, &pm) {
+		return nil, unreadable{cause: sanitize(err)}
+	}
+	if len(passphrase) == 0 {
 		return nil, ErrPassphraseMissing
+	}
+	s, err = ssh.ParsePrivateKeyWithPassphrase(pemBytes, passphrase)
+	if err == nil {
+		return s, nil
+	}
+	if errors.Is(err, x509.IncorrectPasswordError) || isIncorrectPassword(err) {
+		return nil, ErrPassphraseWrong
 	}
 	return nil, unreadable{cause: sanitize(err)}
 }

@@ -176,9 +176,9 @@ func (c *Client) shutdown() {
 		conns = append(conns, tc)
 	}
 	c.mu.Unlock()
+	err := c.closedErr()
 	for _, tc := range conns {
-		tc.ch.Close()
-		tc.inner.Close() // unblocks a copy stuck on a user who stopped reading
+		tc.abort(err) // also unblocks a pump stuck on a user who stopped reading
 	}
 	c.ssh.Close()
 }

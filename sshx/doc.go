@@ -14,8 +14,10 @@
 //     closes the client and Err reports why;
 //   - typed errors for every failure a user can fix (see errors.go); no
 //     error or log line contains key material or passphrases;
-//   - connections whose RemoteAddr is the address dialed, with deadlines
-//     and cheap byte counters (Client.Stats);
+//   - connections whose RemoteAddr is the address dialed, with deadlines,
+//     half-close (CloseWrite sends the SSH channel EOF, like
+//     *net.TCPConn) and cheap byte counters (Client.Stats); a target the
+//     bastion cannot reach is a *DialError matching ErrConnectFailed;
 //   - Config.Validate, which runs NewClient's configuration checks without
 //     any network, so callers can reject bad input before opening a session.
 //

@@ -36,6 +36,15 @@ var (
 	ErrClosed = errors.New("sshx: client closed")
 	// ErrInvalidConfig: a Config field is malformed (the error says which).
 	ErrInvalidConfig = errors.New("sshx: invalid config")
+	// ErrConnectFailed: DialContext reached the SSH server (the bastion),
+	// but it could not connect to the dialed address: wrong host or port,
+	// nothing listening, or a security group or firewall between the
+	// bastion and the target. See DialError.
+	ErrConnectFailed = errors.New("sshx: the bastion could not connect to the address")
+	// ErrForwardingProhibited: the SSH server refuses TCP forwarding to the
+	// dialed address (sshd_config AllowTcpForwarding or PermitOpen). See
+	// DialError.
+	ErrForwardingProhibited = errors.New("sshx: the SSH server does not allow forwarding to the address")
 )
 
 // HostKeyError reports a host key that failed verification. It matches
@@ -143,3 +152,52 @@ type unreadable struct{ cause error }
 
 func (u unreadable) Error() string   { return "unreadable: " + u.cause.Error() }
 func (u unreadable) Unwrap() []error { return []error{ErrKeyUnreadable, u.cause} }
+
+// DialError reports that the SSH server refused to open a direct-tcpip
+// channel for DialContext. It matches ErrConnectFailed (the server could
+// not connect to Addr) or ErrForwardingProhibited (the server does not
+// allow forwarding) with errors.Is, and unwraps to the
+// *ssh.OpenChannelError, so errors.As works for either type.
+type DialError struct {
+	// Addr is the address passed to DialContext ("host:port").
+	Addr string
+	// Reason is the server's rejection code (ssh.ConnectionFailed when
+	// it could not reach Addr).
+	Reason ssh.RejectionReason
+	// Message is the server's explanation, e.g. "Connection refused";
+	// it may be empty.
+	Message string
+	// Err is the *ssh.OpenChannelError from x/crypto/ssh.
+	Err error
+}
+
+// Error says which address could not be reached, why, and what to check.
+func (e *DialError) Error() string {
+	why := e.Reason.String()
+	if e.Message != "" {
+		why = e.Message + " (" + why + ")"
+	}
+	switch e.Reason {
+	case ssh.ConnectionFailed:
+		return fmt.Sprintf("sshx: the bastion could not connect to %s: %s (check the address and that the instance's security group allows it)", e.Addr, why)
+	case ssh.Prohibited:
+		return fmt.Sprintf("sshx: the SSH server refused to forward to %s: %s (check AllowTcpForwarding and PermitOpen in its sshd_config)", e.Addr, why)
+	default:
+		return fmt.Sprintf("sshx: the SSH server could not open a connection to %s: %s", e.Addr, why)
+	}
+}
+
+// Is reports whether target is the sentinel for e.Reason: ErrConnectFailed
+// or ErrForwardingProhibited.
+func (e *DialError) Is(target error) bool {
+	switch target {
+	case ErrConnectFailed:
+		return e.Reason == ssh.ConnectionFailed
+	case ErrForwardingProhibited:
+		return e.Reason == ssh.Prohibited
+	}
+	return false
+}
+
+// Unwrap returns Err.
+func (e *DialError) Unwrap() error { return e.Err }
