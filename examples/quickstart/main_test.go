@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/jumpless/jumpless/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// TestQuickstartBrokenOnFreshMachine runs the README's command with its
+// default flags: everything in-process, nothing but Go needed.
+func TestQuickstartBrokenOnFreshMachine(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-realistic=false"}, &out); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{
+		"2 Osaka     340\n           1 Lisbon    120\n           3 Quito      75",
+		"closed:    emulator reports 1 sessions started, 1 terminated, 0 open",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}
+
+// TestQuickstartFlagsIgnored points the quickstart at the real sshd,
+// MariaDB and PostgreSQL.
+func TestQuickstartFlagsIgnored(t *testing.T) {
+	sshd := testenv.StartSSHD(t)
+	const target = "i-0fedcba9876543210"
+	args := []string{
+		"-realistic=false",
+		"-target", target,
+		"-sshd", sshd.Addr, "-ssh-user", sshd.User, "-ssh-key", sshd.ClientKeyPath,
+		"-known-hosts", sshd.WriteKnownHosts(false, target),
+		"-mysql-dsn", testenv.MySQLDSN(t),
+		"-pg-dsn", testenv.PostgresDSN(t),
+		"-sessions", "2",
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), args, &out); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{
+		"ssh:       sshd at " + sshd.Addr,
+		"mysql:     connected through the tunnel, server version",
+		"postgres:  connected through the tunnel",
+		"generate_series counted 1000 rows",
+		"closed:    emulator reports 2 sessions started, 2 terminated, 0 open",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}

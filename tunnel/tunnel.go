@@ -1,0 +1,444 @@
+// Package tunnel is the job-scoped lifecycle of a jumpless tunnel: it
+// starts one or more SSM sessions (AWS-StartSSHSession) to a managed
+// instance, runs an SSH client over each, and lets database drivers open
+// connections to hosts reachable from the instance as SSH direct-tcpip
+// channels.
+//
+// A typical ETL job opens one tunnel, hands [Tunnel.DialContext] to its
+// drivers (see package dialer), moves its data and closes the tunnel:
+//
+//	tun, err := tunnel.Open(ctx, tunnel.Config{
+//		SSM: ssm.Config{AWS: awsCfg, Target: "i-0123456789abcdef0"},
+//		SSH: sshx.Config{PrivateKeyFile: keyPath, KnownHostsFile: knownHosts},
+//	})
+//	if err != nil { ... }
+//	defer tun.Close()
+//	db, err := dialer.OpenMySQL(tun, "app:secret@tcp(db.internal:3306)/app")
+//
+// The tunnel fails as a whole when any of its sessions ends (SSM session
+// terminated, SSH keepalive failed): [Tunnel.Done] is closed and
+// [Tunnel.Err] gives the cause, so a job can fail fast.
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jumpless/jumpless/sshx"
+	"github.com/jumpless/jumpless/ssm"
+)
+
+// DefaultCloseTimeout bounds Close when Config.CloseTimeout is zero.
+const DefaultCloseTimeout = 10 * time.Second
+
+// MaxSessions is the largest accepted Config.Sessions.
+const MaxSessions = 64
+
+// Config configures Open. SSM.Target and the SSH credentials are required;
+// every other zero value selects a documented default.
+type Config struct {
+	// SSM configures the SSM sessions (target, region and credentials,
+	// endpoint, ...). Target and either AWS.Region or API are required
+	// unless DialBastion is set; with DialBastion set, SSM is only used for
+	// its Target (the default SSH host key alias) and may be zero.
+	SSM ssm.Config
+
+	// SSH configures the SSH client run over each session (user, key,
+	// host key verification, keepalives). Zero HostKeyAlias: SSM.Target, so
+	// that known_hosts entries written for the instance id work, as with
+	// ssh's ProxyCommand; if SSM.Target is empty too, the address of the
+	// bastion connection. Other zero values: see sshx.Config.
+	SSH sshx.Config
+
+	// Sessions is the number of parallel SSM sessions, each with its own
+	// SSH client; new connections go to the session with the fewest open
+	// connections. One session carries about 0.7 MiB/s through the SSM
+	// agent, so more sessions give more throughput. Zero: 1. At most
+	// MaxSessions.
+	Sessions int
+
+	// DialBastion, if set, replaces ssm.Dial: it returns the byte stream to
+	// the SSH server (for tests and other transports). It is called once
+	// per session. Nil: ssm.Dial(ctx, SSM).
+	DialBastion func(ctx context.Context) (net.Conn, error)
+
+	// CloseTimeout bounds Close (closing channels, SSH clients and the SSM
+	// sessions, which terminates them at the service). Zero:
+	// DefaultCloseTimeout (10s).
+	CloseTimeout time.Duration
+
+	// Logger receives the tunnel's logs (session start and end, failures).
+	// Secrets are never logged. Nil: no logging. Unless set explicitly,
+	// SSM.Logger and SSH.Logger default to this logger.
+	Logger *slog.Logger
+}
+
+// Stats is a snapshot of a tunnel's activity.
+type Stats struct {
+	BytesSent     int64         // bytes written to tunnelled connections
+	BytesReceived int64         // bytes read from tunnelled connections
+	OpenConns     int           // connections open now
+	TotalConns    int64         // connections opened since Open
+	SessionIDs    []string      // SSM session ids (with DialBastion: "<remote address>#<index>")
+	SessionConns  []int         // open connections per session, in SessionIDs order
+	Uptime        time.Duration // time since Open returned
+}
+
+// Tunnel is an open tunnel. Its methods are safe for concurrent use.
+type Tunnel struct {
+	cfg      Config
+	log      *slog.Logger
+	sessions []*session
+	started  time.Time
+
+	mu     sync.Mutex
+	closed bool
+
+	shutOnce sync.Once
+	closing  chan struct{} // closed when shutdown starts
+	done     chan struct{} // closed when shutdown finished
+	err      error         // cause, set before done is closed
+	closeErr error
+	wg       sync.WaitGroup // session watchers
+}
+
+// session is one bastion connection with its SSH client.
+type session struct {
+	idx     int
+	id      string
+	conn    net.Conn // the SSM session (or DialBastion's conn)
+	client  *sshx.Client
+	pending atomic.Int64 // dials in progress
+}
+
+// Open validates cfg, starts cfg.Sessions SSM sessions with an SSH client
+// on each and returns when all are ready. On any error, or if ctx is
+// cancelled, everything started so far is closed (SSM sessions are
+// terminated) before Open returns.
+//
+// Configuration problems are reported before any network call as errors
+// matching [ErrInvalidConfig] (and, where the check belongs to package ssm
+// or sshx, their own typed errors too, e.g. ssm.ErrInvalidConfig).
+func Open(ctx context.Context, cfg Config) (*Tunnel, error) {
+	cfg, err := cfg.prepare()
+	if err != nil {
+		return nil, err
+	}
+	t := &Tunnel{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	t.sessions = make([]*session, cfg.Sessions)
+	errs := make([]error, cfg.Sessions)
+	// The first failure cancels the other sessions' opening.
+	octx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range cfg.Sessions {
+		wg.Go(func() {
+			t.sessions[i], errs[i] = t.openSession(octx, i)
+			if errs[i] != nil {
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	if err := firstError(errs); err != nil {
+		for _, s := range t.sessions {
+			if s != nil {
+				s.close()
+			}
+		}
+		return nil, err
+	}
+	t.started = time.Now()
+	for _, s := range t.sessions {
+		t.wg.Go(func() { t.watch(s) })
+	}
+	t.log.Info("tunnel open", "sessions", t.sessionIDs(), "target", cfg.SSM.Target)
+	return t, nil
+}
+
+// firstError returns the most telling error of a parallel open: a failure
+// of its own rather than the cancellation it caused in the others.
+func firstError(errs []error) error {
+	var first error
+	for _, err := range errs {
+		if err == nil {
+			continue
+		}
+		if first == nil || errors.Is(first, context.Canceled) && !errors.Is(err, context.Canceled) {
+			first = err
+		}
+	}
+	return first
+}
+
+// openSession dials the bastion and starts the SSH client over it.
+func (t *Tunnel) openSession(ctx context.Context, i int) (*session, error) {
+	var (
+		c   net.Conn
+		err error
+	)
+	if t.cfg.DialBastion != nil {
+		c, err = t.cfg.DialBastion(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: dial bastion: %w", err)
+		}
+	} else {
+		sess, err := ssm.Dial(ctx, t.cfg.SSM)
+		if err != nil {
+			if errors.Is(err, ssm.ErrInvalidConfig) {
+				field := "SSM"
+				var ce *ssm.ConfigError
+				if errors.As(err, &ce) {
+					field += "." + ce.Field
+				}
+				return nil, &ConfigError{Field: field, Problem: "rejected by package ssm", Err: err}
+			}
+			return nil, fmt.Errorf("tunnel: start SSM session to %s: %w", t.cfg.SSM.Target, err)
+		}
+		c = sess
+	}
+	s := &session{conn: c, id: sessionID(c, i)}
+	addr := t.cfg.SSM.Target
+	if addr == "" {
+		addr = c.RemoteAddr().String()
+	}
+	sshCfg := t.cfg.SSH
+	if sshCfg.HostKeyAlias == "" {
+		sshCfg.HostKeyAlias = addr
+	}
+	s.client, err = sshx.NewClient(ctx, c, addr, sshCfg)
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("tunnel: SSH over session %s: %w", s.id, err)
+	}
+	t.log.Debug("tunnel session ready", "session", s.id)
+	return s, nil
+}
+
+// sessionID names a bastion connection: the SSM session id when it has
+// one, else "<remote address>#<index>".
+func sessionID(c net.Conn, i int) string {
+	if s, ok := c.(interface{ ID() string }); ok && s.ID() != "" {
+		return s.ID()
+	}
+	return fmt.Sprintf("%s#%d", c.RemoteAddr(), i)
+}
+
+// close closes the bastion connection (for an SSM session this terminates
+// it at the service) and the SSH client.
+func (s *session) close() error {
+	// The bastion first, so that a failure to terminate the SSM session
+	// is seen here (the SSH client would close it too, silently).
+	err2 := s.conn.Close()
+	err1 := s.client.Close()
+	if errors.Is(err1, net.ErrClosed) {
+		err1 = nil
+	}
+	if errors.Is(err2, net.ErrClosed) {
+		err2 = nil
+	}
+	return errors.Join(err2, err1)
+}
+
+// doneConn is implemented by *ssm.Session.
+type doneConn interface {
+	Done() <-chan struct{}
+	Err() error
+}
+
+// watch fails the tunnel when the session's SSH client or bastion
+// connection ends before Close.
+func (t *Tunnel) watch(s *session) {
+	var bastionDone <-chan struct{}
+	dc, _ := s.conn.(doneConn)
+	if dc != nil {
+		bastionDone = dc.Done()
+	}
+	var cause error
+	select {
+	case <-t.closing:
+		return
+	case <-s.client.Done():
+		cause = s.client.Err()
+		if dc != nil {
+			// When the SSM session ended, SSH only saw EOF: prefer the
+			// session's reason if it is known by now.
+			select {
+			case <-bastionDone:
+				if err := dc.Err(); err != nil {
+					cause = err
+				}
+			case <-time.After(100 * time.Millisecond):
+			case <-t.closing:
+				return
+			}
+		}
+	case <-bastionDone:
+		cause = dc.Err()
+	}
+	if cause == nil {
+		cause = errors.New("connection closed")
+	}
+	err := fmt.Errorf("%w: session %s: %w", ErrTunnelDown, s.id, cause)
+	t.log.Warn("tunnel down", "session", s.id, "err", cause)
+	t.shutdown(err)
+}
+
+// DialContext opens a connection to addr ("host:port", resolved on the far
+// side) through the tunnel, as an SSH direct-tcpip channel on the session
+// with the fewest open connections. network is "tcp", "tcp4" or "tcp6".
+//
+// ctx bounds the dial only. The returned net.Conn supports deadlines, and
+// its RemoteAddr is addr as dialed, so that dialing RemoteAddr().String()
+// through the tunnel reaches the same server (pgx's cancel requests do).
+// After Close, or once the tunnel is down, it returns an error matching
+// [ErrClosed] or [ErrTunnelDown].
+func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return nil, t.closedErr()
+	}
+	s := t.pick()
+	s.pending.Add(1)
+	t.mu.Unlock()
+	defer s.pending.Add(-1)
+
+	c, err := s.client.DialContext(ctx, network, addr)
+	if err != nil {
+		select {
+		case <-t.closing:
+			return nil, fmt.Errorf("tunnel: dial %s: %w", addr, t.closedErr())
+		default:
+		}
+		return nil, fmt.Errorf("tunnel: dial %s via session %s: %w", addr, s.id, err)
+	}
+	t.log.Debug("tunnel conn open", "session", s.id, "addr", addr)
+	return c, nil
+}
+
+// load is the number of open and opening connections of s.
+func (s *session) load() int64 { return s.client.Stats().OpenConns + s.pending.Load() }
+
+// pick returns the session with the fewest connections (t.mu held, so that
+// concurrent dials see each other's pending count).
+func (t *Tunnel) pick() *session {
+	best, bestLoad := t.sessions[0], t.sessions[0].load()
+	for _, s := range t.sessions[1:] {
+		if l := s.load(); l < bestLoad {
+			best, bestLoad = s, l
+		}
+	}
+	return best
+}
+
+// closedErr is the error for operations after shutdown.
+func (t *Tunnel) closedErr() error {
+	select {
+	case <-t.done:
+		if t.err != nil {
+			return t.err
+		}
+	default:
+	}
+	return ErrClosed
+}
+
+// Stats returns a snapshot of the tunnel's activity.
+func (t *Tunnel) Stats() Stats {
+	st := Stats{SessionIDs: t.sessionIDs(), Uptime: time.Since(t.started)}
+	for _, s := range t.sessions {
+		cs := s.client.Stats()
+		st.BytesSent += cs.BytesSent
+		st.BytesReceived += cs.BytesReceived
+		st.OpenConns += int(cs.OpenConns)
+		st.TotalConns += cs.TotalConns
+		st.SessionConns = append(st.SessionConns, int(cs.OpenConns))
+	}
+	return st
+}
+
+func (t *Tunnel) sessionIDs() []string {
+	ids := make([]string, len(t.sessions))
+	for i, s := range t.sessions {
+		ids[i] = s.id
+	}
+	return ids
+}
+
+// Done returns a channel closed when the tunnel has shut down, by Close or
+// because a session ended.
+func (t *Tunnel) Done() <-chan struct{} { return t.done }
+
+// Err returns nil while the tunnel is up; after Done is closed it returns
+// why: an error matching [ErrTunnelDown] that wraps the cause (e.g.
+// ssm.ErrSessionTerminated, an SSH keepalive failure), or [ErrClosed] after
+// Close.
+func (t *Tunnel) Err() error {
+	select {
+	case <-t.done:
+		return t.err
+	default:
+		return nil
+	}
+}
+
+// Close closes every tunnelled connection, the SSH clients and the SSM
+// sessions (terminating them at the service). It is idempotent, safe to
+// call concurrently, and returns within Config.CloseTimeout; a session that
+// has not closed by then is reported in the error and finishes closing in
+// the background (package ssm bounds that by its own CloseTimeout). It
+// returns the errors met while closing the sessions, joined; calling it
+// again returns the same.
+func (t *Tunnel) Close() error {
+	t.shutdown(ErrClosed)
+	t.wg.Wait()
+	return t.closeErr
+}
+
+// shutdown tears everything down once, recording cause.
+func (t *Tunnel) shutdown(cause error) {
+	t.shutOnce.Do(func() {
+		t.mu.Lock()
+		t.closed = true
+		t.mu.Unlock()
+		close(t.closing)
+
+		finished := make(chan error, 1)
+		go func() {
+			errs := make([]error, len(t.sessions))
+			var wg sync.WaitGroup
+			for i, s := range t.sessions {
+				wg.Go(func() { errs[i] = s.close() })
+			}
+			wg.Wait()
+			finished <- errors.Join(errs...)
+		}()
+		timer := time.NewTimer(t.cfg.CloseTimeout)
+		defer timer.Stop()
+		select {
+		case err := <-finished:
+			if err != nil {
+				t.closeErr = fmt.Errorf("tunnel: close: %w", err)
+			}
+		case <-timer.C:
+			t.closeErr = fmt.Errorf("tunnel: close: sessions did not close within %v", t.cfg.CloseTimeout)
+		}
+		t.err = cause
+		close(t.done)
+		st := t.Stats()
+		t.log.Info("tunnel closed", "sessions", st.SessionIDs, "conns", st.TotalConns,
+			"sent", st.BytesSent, "received", st.BytesReceived, "cause", cause)
+	})
+}
