@@ -1,0 +1,279 @@
+package ssm
+
+import (
+	"crypto/x509"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+)
+
+// DefaultClientVersion is the ClientVersion this package advertises in
+// OpenDataChannel and in the HandshakeResponse when Config.ClientVersion is
+// empty.
+//
+// The agent picks its behaviour from this string (reference §8.1): it uses
+// smux multiplexing for port-forwarding documents iff the version is
+// ≥ 1.1.70, and it turns smux keep-alive off iff the version is > 1.2.331.0.
+// "1.2.650.0" is a real released session-manager-plugin version that
+// satisfies both, so a real agent treats us exactly as it treats a current
+// AWS plugin. For AWS-StartSSHSession (no "type" property) the agent uses
+// its basic, single-stream mode whatever the version. Do not advertise the
+// plugin repository's placeholder "1.2.0.0": the agent would pick mux but keep
+// smux keep-alive on, and drop a client that sends no smux NOPs after ~30 s.
+const DefaultClientVersion = "1.2.650.0"
+
+// DefaultDocumentName is the session document used when Config.DocumentName
+// is empty.
+const DefaultDocumentName = "AWS-StartSSHSession"
+
+// Defaults for the zero values of Config fields.
+const (
+	DefaultPortNumber       = 22
+	DefaultHandshakeTimeout = 30 * time.Second
+	DefaultHoldFirstWrite   = 2 * time.Second
+	DefaultMaxPayload       = 1024
+	DefaultSendWindow       = 1024
+	DefaultWriteBuffer      = 256 << 10
+	DefaultReadBuffer       = 4 << 20
+	DefaultReorderBuffer    = 16384
+	DefaultPingInterval     = 20 * time.Second
+	DefaultPingTimeout      = 60 * time.Second
+	DefaultResumeTimeout    = 2 * time.Minute
+	DefaultCloseTimeout     = 5 * time.Second
+	DefaultMinRTO           = time.Second
+	DefaultMaxRTO           = 10 * time.Second
+)
+
+// Config configures Dial. Only Target and either AWS (region and credentials)
+// or API are required; every other zero value selects a documented default.
+type Config struct {
+	// AWS holds the region and credentials, loaded the SDK's way (e.g.
+	// config.LoadDefaultConfig). Required unless API is set; with API set
+	// it is not used.
+	AWS aws.Config
+
+	// API is the SSM control plane. Nil: ssm.NewFromConfig(AWS) with
+	// Endpoint and RootCAs applied. A caller-provided API is used as is.
+	API API
+
+	// Endpoint is the SSM API endpoint URL (the SDK's BaseEndpoint).
+	// Empty: the SDK's default for the region (or AWS.BaseEndpoint).
+	Endpoint string
+
+	// RootCAs are the roots trusted for the SSM API (when this package
+	// builds the client) and for the data-channel WebSocket. Nil: the
+	// system roots (and, for the API, AWS.HTTPClient as configured).
+	RootCAs *x509.CertPool
+
+	// Target is the managed instance: "i-" or "mi-" followed by hex digits.
+	// Required.
+	Target string
+
+	// DocumentName is the session document. Empty: "AWS-StartSSHSession".
+	DocumentName string
+
+	// PortNumber is the port on the target (document parameter
+	// "portNumber"). Zero: 22.
+	PortNumber int
+
+	// Parameters are extra document parameters, merged over portNumber.
+	// Nil: none.
+	Parameters map[string][]string
+
+	// Reason is passed to StartSession for auditing. Empty: none.
+	Reason string
+
+	// ClientVersion is the version advertised to the agent. Empty:
+	// DefaultClientVersion (see there for why it matters).
+	ClientVersion string
+
+	// HandshakeTimeout bounds the wait for the agent's handshake after the
+	// data channel is open. Zero: 30s.
+	HandshakeTimeout time.Duration
+
+	// HoldFirstWrite: after HandshakeComplete, written data is held (kept,
+	// not sent) until the first stream byte arrives from the agent or this
+	// long has passed, whichever is first. The real agent may ack and
+	// discard client data that arrives right as the handshake completes
+	// (reference §7.5); an SSH server speaks first, so holding costs nothing.
+	// Zero: 2s. Negative: no hold.
+	HoldFirstWrite time.Duration
+
+	// MaxPayload is the largest payload of an upload message. Zero: 1024
+	// (what AWS's plugin sends; larger values are accepted by agent code but
+	// not verified against the real service).
+	MaxPayload int
+
+	// SendWindow is the number of sent but unacknowledged messages after
+	// which no new data is sent. Zero: 1024.
+	SendWindow int
+
+	// WriteBuffer is the number of written bytes not yet sent after which
+	// Write blocks. Zero: 256 KiB.
+	WriteBuffer int
+
+	// ReadBuffer is the number of received in-order bytes not yet Read after
+	// which the session stops reading the WebSocket (acknowledgements for
+	// accepted data keep flowing). Zero: 4 MiB.
+	ReadBuffer int
+
+	// ReorderBuffer is the number of out-of-order messages kept while
+	// waiting for a gap to be filled; beyond it they are dropped unacked.
+	// Zero: 16384.
+	ReorderBuffer int
+
+	// PingInterval is how often a WebSocket ping is sent. Zero: 20s.
+	// Negative: no pings (a dead socket is then only noticed by TCP).
+	PingInterval time.Duration
+
+	// PingTimeout is how long the WebSocket may stay silent (no pong, no
+	// frame) before it is considered dead and the session reconnects.
+	// Zero: 60s. Ignored when PingInterval is negative.
+	PingTimeout time.Duration
+
+	// ResumeTimeout bounds the attempts to re-establish a broken data
+	// channel (ResumeSession + redial). Zero: 2 minutes.
+	ResumeTimeout time.Duration
+
+	// CloseTimeout bounds Close: draining written data, the TerminateSession
+	// flag and the TerminateSession API call. It also bounds the
+	// TerminateSession call made when Dial fails after StartSession.
+	// Zero: 5s.
+	CloseTimeout time.Duration
+
+	// MinRTO and MaxRTO bound the retransmission timeout (RFC 6298 §2.4
+	// recommends a 1 s floor; losses in the middle of a stream are repaired
+	// sooner by acknowledgement-driven fast retransmit). Zero: 1s and
+	// 10s.
+	MinRTO, MaxRTO time.Duration
+
+	// Logger receives debug and warning logs. Nil: no logging.
+	Logger *slog.Logger
+}
+
+// withDefaults returns a copy of c with zero values replaced by defaults.
+func (c Config) withDefaults() Config {
+	if c.DocumentName == "" {
+		c.DocumentName = DefaultDocumentName
+	}
+	if c.PortNumber == 0 {
+		c.PortNumber = DefaultPortNumber
+	}
+	if c.ClientVersion == "" {
+		c.ClientVersion = DefaultClientVersion
+	}
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.HoldFirstWrite == 0 {
+		c.HoldFirstWrite = DefaultHoldFirstWrite
+	}
+	if c.MaxPayload == 0 {
+		c.MaxPayload = DefaultMaxPayload
+	}
+	if c.SendWindow == 0 {
+		c.SendWindow = DefaultSendWindow
+	}
+	if c.WriteBuffer == 0 {
+		c.WriteBuffer = DefaultWriteBuffer
+	}
+	if c.ReadBuffer == 0 {
+		c.ReadBuffer = DefaultReadBuffer
+	}
+	if c.ReorderBuffer == 0 {
+		c.ReorderBuffer = DefaultReorderBuffer
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = DefaultPingInterval
+	}
+	if c.PingTimeout == 0 {
+		c.PingTimeout = DefaultPingTimeout
+	}
+	if c.ResumeTimeout == 0 {
+		c.ResumeTimeout = DefaultResumeTimeout
+	}
+	if c.CloseTimeout == 0 {
+		c.CloseTimeout = DefaultCloseTimeout
+	}
+	if c.MinRTO == 0 {
+		c.MinRTO = DefaultMinRTO
+	}
+	if c.MaxRTO == 0 {
+		c.MaxRTO = DefaultMaxRTO
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// validate checks a Config that has been through withDefaults.
+func (c *Config) validate() error {
+	if err := validTarget(c.Target); err != nil {
+		return err
+	}
+	if c.API == nil {
+		if c.AWS.Region == "" {
+			return &ConfigError{"AWS.Region", "no region: set AWS.Region or load the config with config.LoadDefaultConfig(ctx, config.WithRegion(...))"}
+		}
+		if c.AWS.Credentials == nil {
+			return &ConfigError{"AWS.Credentials", "no credentials provider: load the config with config.LoadDefaultConfig or set AWS.Credentials"}
+		}
+	}
+	if c.Endpoint != "" {
+		u, err := url.Parse(c.Endpoint)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return &ConfigError{"Endpoint", "must be an absolute http(s) URL such as https://ssm.us-east-1.amazonaws.com"}
+		}
+	}
+	if c.PortNumber < 0 || c.PortNumber > 65535 {
+		return &ConfigError{"PortNumber", "must be between 1 and 65535 (0 selects 22)"}
+	}
+	type pos struct {
+		name string
+		v    int
+	}
+	for _, p := range []pos{{"MaxPayload", c.MaxPayload}, {"SendWindow", c.SendWindow}, {"WriteBuffer", c.WriteBuffer}, {"ReadBuffer", c.ReadBuffer}, {"ReorderBuffer", c.ReorderBuffer}} {
+		if p.v < 0 {
+			return &ConfigError{p.name, "must not be negative (0 selects the default)"}
+		}
+	}
+	if c.MaxPayload > 1<<20 {
+		return &ConfigError{"MaxPayload", "must be at most 1 MiB"}
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"HandshakeTimeout", c.HandshakeTimeout}, {"ResumeTimeout", c.ResumeTimeout}, {"CloseTimeout", c.CloseTimeout}, {"MinRTO", c.MinRTO}, {"MaxRTO", c.MaxRTO}} {
+		if d.v < 0 {
+			return &ConfigError{d.name, "must not be negative (0 selects the default)"}
+		}
+	}
+	if c.MinRTO > c.MaxRTO {
+		return &ConfigError{"MinRTO", "must not exceed MaxRTO"}
+	}
+	return nil
+}
+
+// validTarget checks the instance id format: "i-" or "mi-" followed by hex.
+func validTarget(t string) error {
+	if t == "" {
+		return &ConfigError{"Target", `empty: set the managed instance id, e.g. "i-0123456789abcdef0"`}
+	}
+	rest, ok := strings.CutPrefix(t, "i-")
+	if !ok {
+		rest, ok = strings.CutPrefix(t, "mi-")
+	}
+	valid := ok && len(rest) >= 8 && len(rest) <= 32
+	for i := 0; valid && i < len(rest); i++ {
+		c := rest[i]
+		valid = c >= '0' && c <= '9' || c >= 'a' && c <= 'f'
+	}
+	if !valid {
+		return &ConfigError{"Target", `"` + t + `" is not an instance id: want "i-" or "mi-" followed by 8-32 lowercase hex digits, e.g. "i-0123456789abcdef0"`}
+	}
+	return nil
+}

@@ -1,0 +1,41 @@
+// Package ssm is a client for AWS Systems Manager Session Manager port
+// sessions: it starts a session with the SSM API (ssm:StartSession, document
+// AWS-StartSSHSession by default), opens the session's data channel over a
+// WebSocket and speaks the data-channel protocol, and hands the remote TCP
+// stream back as a [*Session], which implements [net.Conn].
+//
+// The wire format lives in package ssm/internal/wire; the protocol reference
+// is /work/shared/docs/ssm-protocol.md ("the reference" in comments below).
+//
+// # Layers
+//
+//   - api.go: the control plane (StartSession, ResumeSession,
+//     TerminateSession) through the [API] interface, which the AWS SDK's
+//     *ssm.Client satisfies.
+//   - transport.go: one WebSocket at a time, with a reader goroutine, a single
+//     writer goroutine that sends acknowledgements and control messages
+//     before data, a ping/pong liveness check, and reconnection
+//     (ResumeSession, redial of the original StreamUrl, resend of everything
+//     unacknowledged).
+//   - reliability.go, rto.go: per-direction sequence numbers, immediate
+//     acknowledgements, re-acknowledged duplicates, a reorder buffer,
+//     retransmission of every expired message with an RFC 6298 timer (Karn's
+//     rule, exponential back-off), and bounded buffers that apply
+//     back-pressure instead of dropping data.
+//   - handshake.go: the agent handshake (reference §7) and the first-write
+//     hold (§7.5).
+//   - session.go: the [net.Conn].
+//
+// # Behaviour
+//
+// Payload bytes are never rewritten. Writes are coalesced into messages of up
+// to [Config.MaxPayload] bytes and sent without artificial delay, never with
+// an empty payload. When the WebSocket breaks, the session resumes
+// transparently while the service still knows it; the caller sees neither an
+// error nor a lost byte. When the service closes the channel, Read returns
+// the buffered data and then io.EOF, or a [*ChannelClosedError] carrying the
+// service's explanation (for example the agent's "Unable to connect to
+// specified port").
+//
+// Nothing in this package logs or returns tokens, keys or credentials.
+package ssm

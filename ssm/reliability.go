@@ -1,0 +1,127 @@
+package ssm
+
+import (
+	"time"
+
+	"github.com/jumpless/jumpless/ssm/internal/wire"
+)
+
+// outMsg is one sequenced message we sent (or are about to send), kept
+// until the agent acknowledges it.
+type outMsg struct {
+	seq    int64
+	frame  []byte    // the encoded message, resent as is
+	sentAt time.Time // last transmission; zero before the first
+	sends  int       // transmissions so far; RTT samples only when 1 (Karn)
+	queued bool      // waiting in the resend queue
+	acked  bool
+	pooled bool // frame came from the free list and goes back on ack
+}
+
+// sendWindow holds unacknowledged messages in sequence order. Sequence
+// numbers are contiguous, so lookup by sequence number is an index.
+type sendWindow struct {
+	q    []*outMsg
+	head int
+	base int64 // sequence number of q[head]
+	n    int   // unacknowledged messages
+}
+
+func (w *sendWindow) push(m *outMsg) {
+	w.q = append(w.q, m)
+	w.n++
+}
+
+func (w *sendWindow) get(seq int64) *outMsg {
+	i := seq - w.base
+	if i < 0 || i >= int64(len(w.q)-w.head) {
+		return nil
+	}
+	return w.q[w.head+int(i)]
+}
+
+// ack removes seq and returns it, or nil if it is not outstanding.
+func (w *sendWindow) ack(seq int64) *outMsg {
+	m := w.get(seq)
+	if m == nil {
+		return nil
+	}
+	w.q[w.head+int(seq-w.base)] = nil
+	m.acked = true
+	w.n--
+	for w.head < len(w.q) && w.q[w.head] == nil {
+		w.head++
+		w.base++
+	}
+	if w.head == len(w.q) {
+		w.q = w.q[:0]
+		w.head = 0
+	} else if w.head > 256 && w.head > len(w.q)/2 {
+		k := copy(w.q, w.q[w.head:])
+		clear(w.q[k:])
+		w.q = w.q[:k]
+		w.head = 0
+	}
+	return m
+}
+
+// each calls f for every outstanding message in sequence order.
+func (w *sendWindow) each(f func(*outMsg)) {
+	for _, m := range w.q[w.head:] {
+		if m != nil {
+			f(m)
+		}
+	}
+}
+
+// inMsg is an out-of-order message parked until the gap before it fills.
+type inMsg struct {
+	ptype   wire.PayloadType
+	payload []byte
+}
+
+// ackItem is an acknowledgement waiting for the writer.
+type ackItem struct {
+	seq int64
+	id  [16]byte
+}
+
+// ctrlItem is a sequenced control message (handshake response, flag)
+// waiting for the writer, which assigns its sequence number.
+type ctrlItem struct {
+	ptype   wire.PayloadType
+	payload []byte
+}
+
+// fifo is a queue that reuses its storage.
+type fifo[T any] struct {
+	q    []T
+	head int
+}
+
+func (f *fifo[T]) len() int { return len(f.q) - f.head }
+
+func (f *fifo[T]) push(v T) { f.q = append(f.q, v) }
+
+func (f *fifo[T]) pop() T {
+	v := f.q[f.head]
+	var zero T
+	f.q[f.head] = zero
+	f.head++
+	if f.head == len(f.q) {
+		f.q = f.q[:0]
+		f.head = 0
+	} else if f.head > 256 && f.head > len(f.q)/2 {
+		k := copy(f.q, f.q[f.head:])
+		clear(f.q[k:])
+		f.q = f.q[:k]
+		f.head = 0
+	}
+	return v
+}
+
+func (f *fifo[T]) reset() {
+	clear(f.q)
+	f.q = f.q[:0]
+	f.head = 0
+}

@@ -1,0 +1,518 @@
+package ssm
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/google/uuid"
+	"github.com/gorilla/websocket"
+
+	"github.com/jumpless/jumpless/ssm/internal/wire"
+)
+
+// Stats are counters of one session. Byte and message counts are of stream
+// data (payload type Output), first transmissions only.
+type Stats struct {
+	BytesSent        int64 // payload bytes handed to the data channel
+	BytesReceived    int64 // payload bytes accepted from the agent
+	MessagesSent     int64 // data messages sent (first transmissions)
+	MessagesReceived int64 // data messages accepted
+	AcksSent         int64 // acknowledgements sent, duplicates' included
+	AcksReceived     int64 // acknowledgements received
+	Retransmissions  int64 // messages sent again (timeout, fast retransmit, reconnect)
+	Duplicates       int64 // received messages already accepted (re-acknowledged)
+	OutOfOrder       int64 // messages parked in the reorder buffer
+	DroppedUnacked   int64 // received messages dropped unacknowledged (reorder buffer or ack backlog full); the agent resends them
+	MalformedDropped int64 // frames dropped because they failed to decode or validate
+	Reconnects       int64 // data-channel WebSockets re-established
+	Unacked          int   // messages currently awaiting acknowledgement
+	RTO              time.Duration
+	SRTT             time.Duration
+}
+
+// Addr is the address of either end of a Session.
+type Addr struct {
+	SessionID string
+	Target    string // empty for the local end
+	Port      int
+}
+
+// Network returns "ssm".
+func (a Addr) Network() string { return "ssm" }
+
+// String returns "target:port", or "ssm-session/<id>" for the local end.
+func (a Addr) String() string {
+	if a.Target == "" {
+		return "ssm-session/" + a.SessionID
+	}
+	return a.Target + ":" + strconv.Itoa(a.Port)
+}
+
+// Session is one Session Manager session carrying a single TCP stream to
+// the target (AWS-StartSSHSession and other single-stream port documents).
+// It implements net.Conn; it is safe for concurrent use.
+type Session struct {
+	cfg       Config
+	api       API
+	release   func()
+	log       *slog.Logger
+	id        string
+	streamURL string
+	clientID  string
+
+	ctx    context.Context // session lifetime
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // supervisor and retransmit timer
+
+	wkick  chan struct{} // wakes the writer
+	rkick  chan struct{} // wakes Read
+	wspace chan struct{} // wakes Write (write buffer drained)
+	rspace chan struct{} // wakes the websocket reader (read buffer drained)
+	hsDone chan struct{} // closed at HandshakeComplete
+	hsFail chan struct{} // closed when the handshake failed
+	done   chan struct{}
+	rdl    deadline
+	wdl    deadline
+
+	closeOnce sync.Once
+	closeErr  error
+
+	mu           sync.Mutex
+	conn         *wsConn // nil while reconnecting
+	agentVersion string
+	properties   map[string]string
+	sawSession   bool // a Port SessionType action was accepted
+	handshook    bool
+	hsErr        error
+	holdReleased bool
+	holdTimer    *time.Timer
+	paused       bool
+	closing      bool  // Close was called
+	err          error // terminal error, set once
+
+	pending     []byte // written, not yet sent
+	poff        int
+	nextSeq     int64
+	win         sendWindow
+	fastFrom    int64 // next sequence number to consider for fast retransmit
+	resendQ     fifo[*outMsg]
+	ackQ        fifo[ackItem]
+	ctrlQ       fifo[ctrlItem]
+	free        []*outMsg
+	rto         rtoEstimator
+	expected    int64
+	reorder     map[int64]inMsg
+	rbuf        []byte // accepted, not yet Read
+	roff        int
+	st          Stats
+	lastBackoff time.Time
+
+	// owned by the writer goroutine
+	rng        *rand.ChaCha8
+	ackPayload []byte
+	ackFrame   []byte
+}
+
+// maxAckQueue bounds acknowledgements waiting for the writer; beyond it new
+// data messages are dropped unacknowledged (the agent resends them).
+const maxAckQueue = 1 << 20
+
+// Dial starts a session on cfg.Target, opens its data channel and completes
+// the agent handshake. ctx bounds all of that; it does not bound the
+// returned session. On any failure after StartSession succeeded, Dial calls
+// TerminateSession (with a fresh context bounded by cfg.CloseTimeout) and
+// leaves no goroutine or connection behind.
+func Dial(ctx context.Context, cfg Config) (*Session, error) {
+	c := cfg.withDefaults()
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	api, release := c.API, func() {}
+	if api == nil {
+		api, release = newAPI(&c)
+	}
+	out, err := startSession(ctx, api, &c)
+	if err != nil {
+		release()
+		return nil, err
+	}
+	s := newSession(c, api, release, aws.ToString(out.SessionId), aws.ToString(out.StreamUrl))
+	s.log.Debug("ssm: session started", "session", s.id, "target", c.Target)
+	if err := s.open(ctx, aws.ToString(out.TokenValue)); err != nil {
+		s.abort(err)
+		return nil, err
+	}
+	return s, nil
+}
+
+func newSession(c Config, api API, release func(), id, streamURL string) *Session {
+	var seed [32]byte
+	_, _ = crand.Read(seed[:])
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Session{
+		cfg:       c,
+		api:       api,
+		release:   release,
+		log:       c.Logger.With("session", id),
+		id:        id,
+		streamURL: streamURL,
+		clientID:  uuid.NewString(),
+		ctx:       ctx,
+		cancel:    cancel,
+		wkick:     make(chan struct{}, 1),
+		rkick:     make(chan struct{}, 1),
+		wspace:    make(chan struct{}, 1),
+		rspace:    make(chan struct{}, 1),
+		hsDone:    make(chan struct{}),
+		hsFail:    make(chan struct{}),
+		done:      make(chan struct{}),
+		rdl:       makeDeadline(),
+		wdl:       makeDeadline(),
+		rto:       newRTO(c.MinRTO, c.MaxRTO),
+		reorder:   make(map[int64]inMsg),
+		rng:       rand.NewChaCha8(seed),
+	}
+	return s
+}
+
+// open dials the data channel and waits for the handshake.
+func (s *Session) open(ctx context.Context, token string) error {
+	ws, err := s.dialWS(ctx, token)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("ssm: dial session %s: %w", s.id, ctx.Err())
+		}
+		return &DataChannelError{SessionID: s.id, Err: err}
+	}
+	s.wg.Add(2)
+	go s.supervise(ws)
+	go s.retransmitLoop()
+
+	t := time.NewTimer(s.cfg.HandshakeTimeout)
+	defer t.Stop()
+	select {
+	case <-s.hsDone:
+		return nil
+	case <-s.hsFail:
+		s.mu.Lock()
+		err := s.hsErr
+		s.mu.Unlock()
+		// Give the response that tells the agent why a moment to be delivered.
+		s.drain(ctx, time.Second, false)
+		return err
+	case <-s.done:
+		s.mu.Lock()
+		err := s.err
+		s.mu.Unlock()
+		return &HandshakeError{SessionID: s.id, Reason: "the session ended before the handshake completed", Err: err}
+	case <-ctx.Done():
+		return fmt.Errorf("ssm: dial session %s: %w", s.id, ctx.Err())
+	case <-t.C:
+		return &HandshakeError{SessionID: s.id, Timeout: true,
+			Reason: fmt.Sprintf("the agent did not complete the handshake within %v; check that the SSM agent on %s is running, connected and up to date", s.cfg.HandshakeTimeout, s.cfg.Target)}
+	}
+}
+
+// abort tears down a session that Dial will not return and terminates it
+// at the service.
+func (s *Session) abort(err error) {
+	s.fail(err)
+	s.wg.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CloseTimeout)
+	defer cancel()
+	if terr := terminateSession(ctx, s.api, s.id); terr != nil {
+		s.log.Warn("ssm: TerminateSession after failed dial", "err", terr)
+	}
+	s.rdl.stop()
+	s.wdl.stop()
+	s.release()
+}
+
+// fail ends the session with err (the first error wins).
+func (s *Session) fail(err error) {
+	s.mu.Lock()
+	s.failLocked(err)
+	s.mu.Unlock()
+}
+
+func (s *Session) failLocked(err error) {
+	if s.err != nil {
+		return
+	}
+	s.err = err
+	close(s.done)
+	s.cancel()
+	if s.conn != nil {
+		s.conn.fail(err)
+	}
+	if s.holdTimer != nil {
+		s.holdTimer.Stop()
+	}
+	kick(s.rkick)
+	kick(s.wspace)
+	kick(s.wkick)
+}
+
+// kick wakes the waiter on c without blocking.
+func kick(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// ID returns the session id.
+func (s *Session) ID() string { return s.id }
+
+// Target returns the target instance id.
+func (s *Session) Target() string { return s.cfg.Target }
+
+// AgentVersion returns the agent version from its HandshakeRequest.
+func (s *Session) AgentVersion() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.agentVersion
+}
+
+// Done returns a channel that is closed when the session has ended (Close,
+// channel_closed from the service, or an unrecoverable data-channel loss).
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err returns why the session ended, or nil while it is open. After Close it
+// is ErrClosed.
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.err
+}
+
+// Stats returns a snapshot of the session's counters.
+func (s *Session) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.st
+	st.Unacked = s.win.n
+	st.RTO = s.rto.rto
+	st.SRTT = s.rto.srtt
+	return st
+}
+
+// LocalAddr returns the local end: an Addr naming the session.
+func (s *Session) LocalAddr() net.Addr { return Addr{SessionID: s.id} }
+
+// RemoteAddr returns target:port as an Addr.
+func (s *Session) RemoteAddr() net.Addr {
+	return Addr{SessionID: s.id, Target: s.cfg.Target, Port: s.cfg.PortNumber}
+}
+
+// SetDeadline sets the read and write deadlines.
+func (s *Session) SetDeadline(t time.Time) error {
+	s.rdl.set(t)
+	s.wdl.set(t)
+	return nil
+}
+
+// SetReadDeadline sets the deadline for Read; expired Reads return an error
+// matching os.ErrDeadlineExceeded.
+func (s *Session) SetReadDeadline(t time.Time) error { s.rdl.set(t); return nil }
+
+// SetWriteDeadline sets the deadline for Write; expired Writes return an
+// error matching os.ErrDeadlineExceeded.
+func (s *Session) SetWriteDeadline(t time.Time) error { s.wdl.set(t); return nil }
+
+// Read reads stream bytes from the target. After the service closed the
+// session it returns the buffered bytes, then io.EOF (or a
+// *ChannelClosedError when the service gave a reason).
+func (s *Session) Read(p []byte) (int, error) {
+	for {
+		if isClosed(s.rdl.wait()) {
+			return 0, os.ErrDeadlineExceeded
+		}
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			return 0, ErrClosed
+		}
+		if n := len(s.rbuf) - s.roff; n > 0 {
+			k := copy(p, s.rbuf[s.roff:])
+			s.roff += k
+			if s.roff == len(s.rbuf) {
+				s.rbuf = s.rbuf[:0]
+				s.roff = 0
+			} else {
+				kick(s.rkick) // more for a concurrent reader
+			}
+			s.mu.Unlock()
+			kick(s.rspace)
+			return k, nil
+		}
+		if s.err != nil {
+			err := s.readErrLocked()
+			s.mu.Unlock()
+			return 0, err
+		}
+		s.mu.Unlock()
+		if len(p) == 0 {
+			return 0, nil
+		}
+		select {
+		case <-s.rkick:
+		case <-s.rdl.wait():
+		case <-s.done:
+		}
+	}
+}
+
+func (s *Session) readErrLocked() error {
+	var cc *ChannelClosedError
+	if errors.As(s.err, &cc) && cc.Output == "" {
+		return io.EOF
+	}
+	return s.err
+}
+
+// Write queues p for the target. It blocks while the write buffer is full.
+// The bytes are sent in messages of up to Config.MaxPayload bytes as soon as
+// the handshake, the first-write hold and the send window allow.
+func (s *Session) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		if isClosed(s.wdl.wait()) {
+			return n, os.ErrDeadlineExceeded
+		}
+		s.mu.Lock()
+		if s.closing {
+			s.mu.Unlock()
+			return n, ErrClosed
+		}
+		if s.err != nil {
+			err := s.err
+			s.mu.Unlock()
+			return n, err
+		}
+		if space := s.cfg.WriteBuffer - (len(s.pending) - s.poff); space > 0 {
+			k := min(space, len(p))
+			if len(s.pending)+k > cap(s.pending) && s.poff > 0 {
+				m := copy(s.pending, s.pending[s.poff:])
+				s.pending = s.pending[:m]
+				s.poff = 0
+			}
+			s.pending = append(s.pending, p[:k]...)
+			n += k
+			p = p[k:]
+			s.mu.Unlock()
+			kick(s.wkick)
+			continue
+		}
+		s.mu.Unlock()
+		select {
+		case <-s.wspace:
+		case <-s.wdl.wait():
+		case <-s.done:
+		}
+	}
+	return n, nil
+}
+
+// Close ends the session: it waits (bounded) for written data to be
+// acknowledged, sends the TerminateSession flag, calls the TerminateSession
+// API and releases everything. It is idempotent; later calls return the
+// first call's result. The whole call is bounded by Config.CloseTimeout.
+func (s *Session) Close() error {
+	s.closeOnce.Do(func() { s.closeErr = s.close() })
+	return s.closeErr
+}
+
+func (s *Session) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CloseTimeout)
+	defer cancel()
+	s.mu.Lock()
+	alive := s.err == nil
+	s.closing = true
+	s.mu.Unlock()
+	kick(s.rkick)
+	kick(s.wspace)
+	if alive {
+		s.drain(ctx, min(s.cfg.CloseTimeout/2, 2*time.Second), true)
+		s.mu.Lock()
+		if s.err == nil {
+			s.ctrlQ.push(ctrlItem{ptype: wire.PayloadFlag, payload: wire.FlagPayload(wire.TerminateSession)})
+		}
+		s.mu.Unlock()
+		kick(s.wkick)
+		s.drain(ctx, min(s.cfg.CloseTimeout/4, time.Second), false)
+	}
+	err := terminateSession(ctx, s.api, s.id)
+	s.fail(ErrClosed)
+	s.wg.Wait()
+	s.rdl.stop()
+	s.wdl.stop()
+	s.release()
+	if err != nil {
+		s.log.Debug("ssm: TerminateSession", "err", err)
+	}
+	return err
+}
+
+// drain waits up to d for everything queued to be sent and acknowledged
+// (including, with data, the write buffer).
+func (s *Session) drain(ctx context.Context, d time.Duration, data bool) {
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		s.mu.Lock()
+		empty := s.win.n == 0 && s.ctrlQ.len() == 0 && (!data || len(s.pending) == s.poff)
+		dead := s.err != nil
+		s.mu.Unlock()
+		if empty || dead {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// newID returns a random (version 4) message id. Writer goroutine only.
+func (s *Session) newID() uuid.UUID {
+	var u uuid.UUID
+	binary.LittleEndian.PutUint64(u[:8], s.rng.Uint64())
+	binary.LittleEndian.PutUint64(u[8:], s.rng.Uint64())
+	u[6] = u[6]&0x0f | 0x40
+	u[8] = u[8]&0x3f | 0x80
+	return u
+}
+
+var _ net.Conn = (*Session)(nil)
+
+// wsConn is one data-channel WebSocket and the goroutines using it.
+type wsConn struct {
+	ws   *websocket.Conn
+	dead chan struct{}
+	once sync.Once
+	err  error
+}
+
+func newWSConn(ws *websocket.Conn) *wsConn { return &wsConn{ws: ws, dead: make(chan struct{})} }
+
+// fail marks the connection dead and closes the socket.
+func (c *wsConn) fail(err error) {
+	c.once.Do(func() {
+		c.err = err
+		close(c.dead)
+		_ = c.ws.Close()
+	})
+}
