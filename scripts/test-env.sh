@@ -55,6 +55,8 @@ as_root chmod 0755 /run/sshd
 
 # ---------------------------------------------------------------- MariaDB
 mysql_ok() { mariadb -h127.0.0.1 -P3306 -uroot -e 'select 1' test; }
+# The CLI tests run the mariadb client through the tunnel: make sure it is there.
+command -v mariadb >/dev/null 2>&1 || apt_install mariadb-client
 if command -v mariadb >/dev/null 2>&1 && mysql_ok >/dev/null 2>&1; then
   log "mariadb: running, root@127.0.0.1:3306/test ok"
 else
@@ -93,6 +95,8 @@ fi
 
 # ---------------------------------------------------------------- PostgreSQL
 pg_ok() { psql -h 127.0.0.1 -p 5432 -U postgres -d test -Atc 'select 1'; }
+# The CLI tests run psql through the tunnel: make sure it is there.
+command -v psql >/dev/null 2>&1 || apt_install postgresql-client
 if command -v psql >/dev/null 2>&1 && pg_ok >/dev/null 2>&1; then
   log "postgresql: running, postgres@127.0.0.1:5432/test ok"
 else
