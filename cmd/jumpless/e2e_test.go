@@ -1,16 +1,16 @@
 package main
 
 import (
-	"crypto/tls"
-	"encoding/pem"
+	"bytes"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -63,7 +63,7 @@ func newFixture(t *testing.T, useTLS bool) *fixture {
 	}
 	if useTLS {
 		ca := filepath.Join(t.TempDir(), "ca.pem")
-		if err := os.WriteFile(ca, caPEMOf(t, emu), 0o644); err != nil {
+		if err := os.WriteFile(ca, emu.CACertPEM(), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		f.flags = append(f.flags, "--ca-bundle", ca)
@@ -95,19 +95,6 @@ func (f *fixture) noSecrets(t *testing.T, outputs ...string) {
 			t.Errorf("output contains the AWS secret key:\n%s", o)
 		}
 	}
-}
-
-// caPEMOf reads the emulator's CA certificate from its TLS chain.
-func caPEMOf(t *testing.T, emu *ssmtest.Server) []byte {
-	t.Helper()
-	u, _ := url.Parse(emu.URL())
-	c, err := tls.Dial("tcp", u.Host, &tls.Config{RootCAs: emu.CertPool(), ServerName: u.Hostname()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ch := c.ConnectionState().VerifiedChains[0]
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ch[len(ch)-1].Raw})
 }
 
 func psqlPath(t *testing.T) string {
@@ -357,6 +344,97 @@ func TestForwardStopsOnSIGTERM(t *testing.T) {
 	}
 }
 
+// halfCloseServer is a target that reads each connection until EOF, then
+// answers "got N bytes, sha256 HEX\n" and closes: like a bulk loader or
+// "nc -N", it needs the client's half-close to answer at all. It stops in
+// the test's cleanup.
+func halfCloseServer(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns = map[net.Conn]struct{}{}
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns[c] = struct{}{}
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(2 * time.Minute))
+				h := sha256.New()
+				n, err := io.Copy(h, c)
+				if err != nil {
+					return
+				}
+				fmt.Fprintf(c, "got %d bytes, sha256 %x\n", n, h.Sum(nil))
+			}()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+// TestForwardPassesALocalHalfCloseToTheTarget guards half-close through the
+// whole stack (local TCP → forward → SSM session → sshd → target): a client
+// that writes, half-closes its socket and then reads gets the answer of a
+// target that only answers after end of input.
+func TestForwardPassesALocalHalfCloseToTheTarget(t *testing.T) {
+	target := halfCloseServer(t)
+	f := newFixture(t, false)
+	p, local := forwardAddr(t, f.env, f.args("forward", "--quiet", "-L", "0:"+target))
+	for _, size := range []int{0, 10, 300_000} {
+		msg := bytes.Repeat([]byte{0}, size)
+		for i := range msg {
+			msg[i] = byte(i*31 + i/997)
+		}
+		c, err := net.DialTimeout("tcp", local, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+		if _, err := c.Write(msg); err != nil {
+			t.Fatalf("%d bytes: write: %v", size, err)
+		}
+		if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+			t.Fatalf("CloseWrite: %v", err)
+		}
+		reply, err := io.ReadAll(c)
+		c.Close()
+		if err != nil {
+			t.Fatalf("%d bytes: reading the reply after half-close: %v (got %q); jumpless stderr: %s", size, err, reply, p.errOut())
+		}
+		if want := fmt.Sprintf("got %d bytes, sha256 %x\n", size, sha256.Sum256(msg)); string(reply) != want {
+			t.Fatalf("%d bytes: reply %q, want %q", size, reply, want)
+		}
+	}
+	if code := p.stop(syscall.SIGINT, 30*time.Second); code != 0 {
+		t.Fatalf("exit %d after SIGINT, want 0; stderr: %s", code, p.errOut())
+	}
+	f.waitNoSessions(t)
+}
+
 // TestForwardExitsWith3WhenTheSessionIsClosed guards a tunnel lost while
 // forwarding: the service closes the session, jumpless exits 3 and says so.
 func TestForwardExitsWith3WhenTheSessionIsClosed(t *testing.T) {
@@ -438,27 +516,36 @@ func TestCheckShowsFingerprintForAWrongHostKey(t *testing.T) {
 }
 
 // TestCheckAdvisesOnEachFailingStep guards the other diagnoses: unknown
-// instance, wrong secret key, wrong user, unreachable database address, no
-// host key configured.
+// instance, wrong secret key, wrong user, unreachable database address
+// (the bastion's connect failed: a closed port), forwarding prohibited by
+// the real sshd (a key with no-port-forwarding), no host key configured.
 func TestCheckAdvisesOnEachFailingStep(t *testing.T) {
 	f := newFixture(t, false)
 	closed := closedPort(t)
+	noFwdKey := authorizeWithOptions(t, f.sshd, "no-port-forwarding")
 	tests := []struct {
-		name string
-		env  []string
-		args []string
-		want []string
+		name    string
+		env     []string
+		args    []string
+		want    []string
+		notWant []string // the other dial diagnoses must not be mixed in
 	}{
 		{"instance not connected", nil, f.args("check", "--target", "i-0fedcba9876543210"),
-			[]string{"[FAIL] StartSession         i-0fedcba9876543210 is not connected to Session Manager", "amazon-ssm-agent", "--region", "[SKIP] SSH host key"}},
+			[]string{"[FAIL] StartSession         i-0fedcba9876543210 is not connected to Session Manager", "amazon-ssm-agent", "--region", "[SKIP] SSH host key"}, nil},
 		{"wrong secret key", []string{"AWS_SECRET_ACCESS_KEY=" + strings.Repeat("x", 40)}, f.args("check"),
-			[]string{"[FAIL] StartSession", "rejected the request signature", "AWS_SECRET_ACCESS_KEY", "--profile"}},
+			[]string{"[FAIL] StartSession", "rejected the request signature", "AWS_SECRET_ACCESS_KEY", "--profile"}, nil},
 		{"wrong user", nil, f.args("check", "--ssh-user", "nobody-here"),
-			[]string{"[ OK ] SSH host key", "[FAIL] SSH authentication", `refused SSH login as "nobody-here"`, "--ssh-user", "authorized_keys"}},
+			[]string{"[ OK ] SSH host key", "[FAIL] SSH authentication", `refused SSH login as "nobody-here"`, "--ssh-user", "authorized_keys"}, nil},
 		{"database address unreachable", nil, f.args("check", "--to", closed),
-			[]string{"[ OK ] SSH authentication", "[FAIL] database address " + closed, "security group"}},
+			[]string{"[ OK ] SSH authentication", "[FAIL] database address " + closed + " the instance cannot connect to " + closed + ": Connection refused",
+				"likely cause: nothing listens on that port", "fix: check the host name and port", "security group"},
+			[]string{"AllowTcpForwarding", "through the tunnel"}},
+		{"forwarding prohibited", nil, f.args("check", "--ssh-key", noFwdKey, "--to", closed),
+			[]string{"[ OK ] SSH authentication", "[FAIL] database address " + closed + " sshd on the instance does not allow forwarding to " + closed,
+				"likely cause: AllowTcpForwarding no", "no-port-forwarding", "fix: on the instance set AllowTcpForwarding"},
+			[]string{"cannot connect to", "security group"}},
 		{"no host key configured", nil, []string{"check", "--target", testTarget, "--endpoint-url", f.emu.URL(), "--ssh-user", f.sshd.User, "--ssh-key", f.sshd.ClientKeyPath},
-			[]string{"[FAIL] SSH host key         no host key to verify against", f.sshd.HostKeyFingerprint, "--host-key " + f.sshd.HostKeyFingerprint}},
+			[]string{"[FAIL] SSH host key         no host key to verify against", f.sshd.HostKeyFingerprint, "--host-key " + f.sshd.HostKeyFingerprint}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -472,10 +559,33 @@ func TestCheckAdvisesOnEachFailingStep(t *testing.T) {
 					t.Errorf("output lacks %q:\n%s", w, r.stdout)
 				}
 			}
+			for _, w := range tt.notWant {
+				if strings.Contains(r.stdout, w) {
+					t.Errorf("output has %q:\n%s", w, r.stdout)
+				}
+			}
 			f.noSecrets(t, r.stdout, r.stderr)
 		})
 	}
 	f.waitNoSessions(t)
+}
+
+// authorizeWithOptions authorizes a new key for sshd's user with the
+// authorized_keys options opts (sshd(8) AUTHORIZED_KEYS FILE FORMAT) and
+// returns its private key file. testenv.StartSSHD keeps authorized_keys in
+// the server's Dir; sshd reads it at each login.
+func authorizeWithOptions(t *testing.T, sshd *testenv.SSHD, opts string) string {
+	t.Helper()
+	signer, path := testenv.NewEd25519Key(t)
+	af, err := os.OpenFile(filepath.Join(sshd.Dir, "authorized_keys"), os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer af.Close()
+	if _, err := af.Write(append([]byte(opts+" "), gossh.MarshalAuthorizedKey(signer.PublicKey())...)); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // closedPort returns a loopback address nothing listens on.
@@ -491,14 +601,15 @@ func closedPort(t *testing.T) string {
 }
 
 // TestEmulatorCommandServesForward runs "jumpless emulator" (TLS, CA file,
-// env file) and "jumpless forward" configured only from its --print-env
+// env file, a fixed --listen address) and "jumpless forward" configured only from its --print-env
 // output, then stops both.
 func TestEmulatorCommandServesForward(t *testing.T) {
 	sshd := testenv.StartSSHD(t)
 	echo := testenv.EchoServer(t)
 	dir := t.TempDir()
 	ca, envFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "emu.env")
-	emu := startJumpless(t, baseEnv(t), "emulator", "--target", testTarget+"="+sshd.Addr,
+	listen := closedPort(t)
+	emu := startJumpless(t, baseEnv(t), "emulator", "--target", testTarget+"="+sshd.Addr, "--listen", listen,
 		"--pacing", "unpaced", "--ca-file", ca, "--env-file", envFile, "--print-env")
 	vars := map[string]string{}
 	for len(vars) < 6 {
@@ -511,7 +622,7 @@ func TestEmulatorCommandServesForward(t *testing.T) {
 			t.Fatalf("--print-env lacks %s: %v", k, vars)
 		}
 	}
-	if !strings.HasPrefix(vars["AWS_ENDPOINT_URL_SSM"], "https://127.0.0.1:") || vars["JUMPLESS_TARGET"] != testTarget || vars["JUMPLESS_CA_BUNDLE"] != ca {
+	if vars["AWS_ENDPOINT_URL_SSM"] != "https://"+listen || vars["JUMPLESS_TARGET"] != testTarget || vars["JUMPLESS_CA_BUNDLE"] != ca {
 		t.Errorf("env: %v", vars)
 	}
 	b, err := os.ReadFile(envFile)
@@ -694,7 +805,8 @@ func TestRunAuthenticatesWithSSHAgent(t *testing.T) {
 
 // TestEncryptedKeyPassphraseFromEnvironment guards
 // $JUMPLESS_SSH_KEY_PASSPHRASE: it decrypts the key, its absence or a wrong
-// value is a usage error (exit 2) saying what to do, and it is never printed.
+// value is a usage error (exit 2) saying what to do, it is ignored for an
+// unencrypted key, and it is never printed.
 func TestEncryptedKeyPassphraseFromEnvironment(t *testing.T) {
 	keygen, err := exec.LookPath("ssh-keygen")
 	if err != nil {
@@ -720,17 +832,29 @@ func TestEncryptedKeyPassphraseFromEnvironment(t *testing.T) {
 		"--ssh-key", key, "--known-hosts", f.kh, "--to", echo, "--", "true"}
 	for _, tt := range []struct {
 		name, pass string
+		key        string // "": the encrypted key
 		code       int
 		want       string
 	}{
-		{"right passphrase", pass, 0, ""},
-		{"no passphrase", "", 2, "jumpless: run: the SSH key " + key + " is encrypted; fix: put its passphrase in $JUMPLESS_SSH_KEY_PASSPHRASE, or load it into ssh-agent and use --ssh-agent\n"},
-		{"wrong passphrase", "not it", 2, "jumpless: run: the passphrase in $JUMPLESS_SSH_KEY_PASSPHRASE does not decrypt " + key + "; fix: check the passphrase\n"},
+		{"right passphrase", pass, "", 0, ""},
+		{"no passphrase", "", "", 2, "jumpless: run: the SSH key " + key + " is encrypted; fix: put its passphrase in $JUMPLESS_SSH_KEY_PASSPHRASE, or load it into ssh-agent and use --ssh-agent\n"},
+		{"wrong passphrase", "not it", "", 2, "jumpless: run: the passphrase in $JUMPLESS_SSH_KEY_PASSPHRASE does not decrypt " + key + "; fix: check the passphrase\n"},
+		// The variable may be set for other keys: ignored, as by OpenSSH.
+		{"passphrase set for an unencrypted key", "for another key", f.sshd.ClientKeyPath, 0, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			env := append([]string{}, f.env...)
 			if tt.pass != "" {
 				env = append(env, "JUMPLESS_SSH_KEY_PASSPHRASE="+tt.pass)
+			}
+			args := args
+			if tt.key != "" {
+				args = append([]string{}, args...)
+				for i := range args {
+					if args[i] == "--ssh-key" {
+						args[i+1] = tt.key
+					}
+				}
 			}
 			r := runJumpless(t, env, args...)
 			if r.code != tt.code || r.stderr != tt.want {

@@ -6,7 +6,7 @@
 //	jumpless forward  --target i-0123456789abcdef0 -L 15432:db.internal:5432 ...
 //	jumpless run      --target i-0123456789abcdef0 --to db.internal:5432 --env pg -- psql -c 'select 1'
 //	jumpless check    --target i-0123456789abcdef0 --to db.internal:5432 ...
-//	jumpless emulator --target-addr 127.0.0.1:22
+//	jumpless emulator --listen 127.0.0.1:4566 --target-addr 127.0.0.1:22
 //
 // Run "jumpless help" or "jumpless COMMAND --help" for the flags, the
 // environment variables and the exit codes.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,6 +21,11 @@ func TestBadInvocationsExitWithMessageAndCode(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
 	const id = "i-0123456789abcdef0"
 	ok := []string{"--target", id, "--ssh-key", key, "--known-hosts", kh}
 	with := func(extra ...string) []string { return append(append([]string{}, ok...), extra...) }
@@ -96,6 +102,14 @@ func TestBadInvocationsExitWithMessageAndCode(t *testing.T) {
 			`jumpless: emulator: --target "i-0123456789abcdef0": want ID=HOST:PORT, e.g. i-0123456789abcdef0=127.0.0.1:22`, false},
 		{"emulator with bad target id", nil, []string{"emulator", "--target-id", "web-1"}, 2,
 			`jumpless: emulator: target id "web-1" is not an instance id (want i- or mi- and 8 or 17 hex digits, like i-0123456789abcdef0)`, false},
+		{"emulator with bad listen address", nil, []string{"emulator", "--listen", "4566"}, 2,
+			`jumpless: emulator: --listen "4566": want HOST:PORT, e.g. 127.0.0.1:4566 (port 0: a free port)`, false},
+		{"emulator with listen address without host", nil, []string{"emulator", "--listen", ":4566"}, 2,
+			`jumpless: emulator: --listen ":4566": give the host too, e.g. 127.0.0.1:4566 (0.0.0.0 for every interface)`, false},
+		{"emulator with bad listen port", []string{"JUMPLESS_EMULATOR_LISTEN=127.0.0.1:http"}, []string{"emulator"}, 2,
+			`jumpless: emulator: --listen "127.0.0.1:http": port: want a number 0-65535`, false},
+		{"emulator on a busy port", nil, []string{"emulator", "--listen", busy.Addr().String()}, 1,
+			`jumpless: emulator: --listen ` + busy.Addr().String() + `: cannot listen: bind: address already in use (pick another port, or 0 for a free one)`, false},
 		{"emulator with half credentials", nil, []string{"emulator", "--access-key-id", "AKIAEXAMPLE"}, 2,
 			`jumpless: emulator: --access-key-id and --secret-access-key go together: give both or neither`, false},
 	}
@@ -146,7 +160,7 @@ func TestHelpForEveryCommand(t *testing.T) {
 		{[]string{"help", "forward"}, []string{"Usage: jumpless forward"}},
 		{[]string{"run", "-h"}, []string{"Usage: jumpless run", "--to HOST:PORT", "--env KIND", "PGHOST", "MYSQL_TCP_PORT", "JUMPLESS_ADDR", "the command's own exit status", "Examples:"}},
 		{[]string{"check", "--help"}, []string{"Usage: jumpless check", "OK", "FAIL", "Examples:", "Exit status:"}},
-		{[]string{"emulator", "--help"}, []string{"Usage: jumpless emulator", "--target-addr HOST:PORT", "--target ID=HOST:PORT", "--pacing MODE", "--tls", "--ca-file FILE", "--print-env", "[$JUMPLESS_EMULATOR_TARGETS]", "Examples:"}},
+		{[]string{"emulator", "--help"}, []string{"Usage: jumpless emulator", "--target-addr HOST:PORT", "--target ID=HOST:PORT", "--pacing MODE", "--tls", "--ca-file FILE", "--print-env", "[$JUMPLESS_EMULATOR_TARGETS]", "--listen ADDR", "(default 127.0.0.1:0)", "[$JUMPLESS_EMULATOR_LISTEN]", "--listen 127.0.0.1:4566", "Examples:"}},
 	} {
 		r := runJumpless(t, baseEnv(t), c.args...)
 		if r.code != 0 {

@@ -316,12 +316,7 @@ func (c *checker) checkRemote(ctx context.Context, env *Env, o *tunnelOpts, remo
 		dcancel()
 		step := stepDial + " " + r
 		if err != nil {
-			d := diagnose(err, o)
-			if d.step != stepDial {
-				d.problem = "cannot connect from the instance: " + sanitize(oneLine(err.Error()))
-				d.cause = dialCause
-				d.advice = "check the host name and port, that the instance can resolve it, and that the database's security group / NACLs allow the instance"
-			}
+			d := diagnoseDial(err, r, o)
 			c.failCause(step, d.problem, d.cause, d.advice)
 			ok = false
 			continue

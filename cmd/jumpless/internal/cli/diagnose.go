@@ -151,10 +151,8 @@ func diagnose(err error, o *tunnelOpts) diagnosis {
 			advice: "the agent may be overloaded, hung or too old: restart amazon-ssm-agent on the instance or update it"}
 	case errors.Is(err, ssm.ErrHandshake):
 		return diagnosis{step: stepAgent, problem: "agent handshake failed: " + msg, advice: "update amazon-ssm-agent on the instance"}
-	case errors.As(err, &ocErr):
-		return diagnosis{step: stepDial, problem: "the instance cannot connect to the address: " + oneLine(ocErr.Message),
-			cause:  dialCause,
-			advice: "check the host name and port, that the instance can resolve it, and that the database's security group / NACLs allow the instance"}
+	case errors.Is(err, sshx.ErrConnectFailed), errors.Is(err, sshx.ErrForwardingProhibited), errors.As(err, &ocErr):
+		return diagnoseDial(err, "", o)
 	case errors.Is(err, tunnel.ErrInvalidConfig), errors.Is(err, ssm.ErrInvalidConfig):
 		return diagnosis{step: stepConfig, problem: msg, usage: true}
 	case errors.Is(err, context.DeadlineExceeded):
@@ -166,6 +164,81 @@ func diagnose(err error, o *tunnelOpts) diagnosis {
 // dialCause is the likely cause of a database address the instance cannot
 // reach.
 const dialCause = "wrong host or port, a name the instance cannot resolve, or a security group / network ACL that does not let the instance in"
+
+// dialAdvice is what to check for a database address the instance cannot
+// reach.
+const dialAdvice = "check the host name and port, that the instance can resolve it, and that the database's security group / NACLs allow the instance"
+
+// diagnoseDial explains a failed dial of addr through a working SSH
+// connection: the instance cannot reach addr (sshx.ErrConnectFailed), its
+// sshd does not allow forwarding (sshx.ErrForwardingProhibited), sshd
+// refused for another reason, no answer in time, or the tunnel itself
+// failed. addr "" means the address of the *sshx.DialError.
+func diagnoseDial(err error, addr string, o *tunnelOpts) diagnosis {
+	var (
+		de     *sshx.DialError
+		oc     *gossh.OpenChannelError
+		reason gossh.RejectionReason
+		why    string
+	)
+	switch {
+	case errors.As(err, &de):
+		reason, why = de.Reason, de.Message
+		if addr == "" {
+			addr = de.Addr
+		}
+	case errors.As(err, &oc):
+		reason, why = oc.Reason, oc.Message
+	}
+	if addr == "" {
+		addr = "the address"
+	}
+	why = sanitize(oneLine(why))
+	if why == "" {
+		why = reason.String()
+	}
+	switch {
+	case errors.Is(err, sshx.ErrConnectFailed):
+		return diagnosis{step: stepDial, problem: fmt.Sprintf("the instance cannot connect to %s: %s", addr, why),
+			cause: connectFailedCause(why), advice: dialAdvice}
+	case errors.Is(err, sshx.ErrForwardingProhibited):
+		return diagnosis{step: stepDial, problem: fmt.Sprintf("sshd on the instance does not allow forwarding to %s: %s", addr, why),
+			cause:  "AllowTcpForwarding no, DisableForwarding yes or a PermitOpen list without this address in the instance's sshd_config, or no-port-forwarding, restrict or permitopen= on the key's line in ~" + o.sshUser + "/.ssh/authorized_keys",
+			advice: fmt.Sprintf("on the instance set AllowTcpForwarding local (or yes) and PermitOpen any (or a list with %s) in /etc/ssh/sshd_config and reload sshd, and allow port forwarding on the key's authorized_keys line (or add permitopen=\"%s\")", addr, addr)}
+	case de != nil || oc != nil:
+		return diagnosis{step: stepDial, problem: fmt.Sprintf("sshd on the instance could not open a connection to %s: %s", addr, why),
+			advice: "look at sshd's log on the instance (journalctl -u sshd, /var/log/secure or /var/log/auth.log); for a resource shortage open fewer connections at once or raise MaxSessions in its sshd_config"}
+	case errors.Is(err, context.DeadlineExceeded):
+		return diagnosis{step: stepDial, problem: fmt.Sprintf("no answer from the instance about %s in time", addr),
+			cause:  "a security group, network ACL or firewall silently dropping the instance's packets to the address (a closed port is refused at once), or a slow name lookup on the instance",
+			advice: dialAdvice}
+	}
+	msg := sanitize(oneLine(err.Error()))
+	if errors.Is(err, sshx.ErrClosed) || errors.Is(err, sshx.ErrKeepaliveTimeout) || errors.Is(err, tunnel.ErrTunnelDown) || errors.Is(err, tunnel.ErrClosed) {
+		return diagnosis{step: stepDial, problem: fmt.Sprintf("the SSH connection to the instance was lost while connecting to %s: %s", addr, msg),
+			advice: "run check again; if it recurs, check the instance's load and network, with --verbose"}
+	}
+	return diagnosis{step: stepDial, problem: fmt.Sprintf("cannot open a connection to %s through the tunnel: %s", addr, msg),
+		advice: "run again with --verbose to see where the SSH connection failed"}
+}
+
+// connectFailedCause picks the likely cause of a failed connect from the
+// instance by the server's message (OpenSSH sends strerror, e.g.
+// "Connection refused").
+func connectFailedCause(why string) string {
+	w := strings.ToLower(why)
+	switch {
+	case strings.Contains(w, "refused"):
+		return "nothing listens on that port at that address (the host answered and refused: a wrong port, or the database is down)"
+	case strings.Contains(w, "unknown host"), strings.Contains(w, "not known"), strings.Contains(w, "name resolution"):
+		return "the instance cannot resolve the host name (a typo, or a private DNS name its VPC does not resolve)"
+	case strings.Contains(w, "timed out"):
+		return "a security group, network ACL or firewall dropping the instance's packets to the address"
+	case strings.Contains(w, "no route"), strings.Contains(w, "unreachable"):
+		return "no network route from the instance to the address (subnet route tables, VPC peering)"
+	}
+	return dialCause
+}
 
 func orUnknown(s string) string {
 	if s == "" {

@@ -2,14 +2,11 @@ package cli
 
 import (
 	"context"
-	"crypto/tls"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -29,6 +26,11 @@ agent connects each session to the TCP address configured for its target,
 normally an sshd. It prints its endpoint, the (test) credentials it accepts
 and the target ids it serves, and runs until Ctrl-C or SIGTERM.
 
+It listens on 127.0.0.1 on a free port unless --listen gives an address:
+pass e.g. --listen 127.0.0.1:4566 for an endpoint that stays the same
+between runs (for config files). Listening on other interfaces than
+loopback exposes the emulator, and the sshd behind it, to the network.
+
 The credentials are generated for this emulator (or set with flags) and are
 accepted only by it. With --print-env the settings are printed as KEY=VALUE
 lines on stdout (the banner then goes to stderr); --env-file writes the same
@@ -36,6 +38,9 @@ lines to a file once the emulator is ready.`
 
 const emulatorExamples = `  # serve i-0123456789abcdef0 → the local sshd
   jumpless emulator --target-addr 127.0.0.1:22
+
+  # a fixed endpoint, http://127.0.0.1:4566
+  jumpless emulator --listen 127.0.0.1:4566 --target-addr 127.0.0.1:22
 
   # two targets, TLS, settings for other shells in emu.env
   jumpless emulator --target i-0aaaaaaaaaaaaaaaa=10.0.0.5:22 \
@@ -47,6 +52,7 @@ const emulatorExamples = `  # serve i-0123456789abcdef0 → the local sshd
       --ssh-key ~/.ssh/id_ed25519 --known-hosts ~/.ssh/known_hosts -L 15432:db:5432`
 
 type emulatorOpts struct {
+	listen       string
 	targetAddr   string
 	targetID     string
 	targets      []string
@@ -71,6 +77,8 @@ func runEmulator(ctx context.Context, env *Env, args []string) error {
 	s.listVar(&o.targets, "target", "", "ID=HOST:PORT", "serve instance ID, connected to HOST:PORT; repeatable; replaces --target-id/--target-addr")
 	s.setEnvName("target", "JUMPLESS_EMULATOR_TARGETS")
 	s.group("Emulation")
+	s.stringVar(&o.listen, "listen", "ADDR", "127.0.0.1:0", "HOST:PORT to serve the SSM API and data channel on (PORT 0: a free port; the endpoint is printed)")
+	s.setEnvName("listen", "JUMPLESS_EMULATOR_LISTEN")
 	s.stringVar(&o.pacing, "pacing", "MODE", "realistic", "agent data pacing: realistic (like AWS, about 1 KiB per message and ms) or unpaced (as fast as possible)")
 	s.stringVar(&o.agentVersion, "agent-version", "VERSION", "", "agent version announced in the handshake (default "+ssmtest.DefaultAgentVersion+")")
 	s.boolVar(&o.tls, "tls", "serve https:// and wss:// with a generated CA (see --ca-file)")
@@ -98,20 +106,17 @@ func runEmulator(ctx context.Context, env *Env, args []string) error {
 	}
 	srv, err := ssmtest.NewServer(cfg)
 	if err != nil {
+		var oe *net.OpError
+		if errors.As(err, &oe) && oe.Op == "listen" {
+			return fmt.Errorf("--listen %s: cannot listen: %w (pick another port, or 0 for a free one)", o.listen, errors.Unwrap(oe))
+		}
 		return fmt.Errorf("cannot start the emulator: %w", err)
 	}
 	defer srv.Close()
 
-	var caPEM []byte
-	if cfg.TLS {
-		caPEM, err = emulatorCA(ctx, srv)
-		if err != nil {
-			return err
-		}
-		if o.caFile != "" {
-			if err := writeFileAtomic(o.caFile, caPEM, 0o644); err != nil {
-				return fmt.Errorf("--ca-file: %w", err)
-			}
+	if cfg.TLS && o.caFile != "" {
+		if err := writeFileAtomic(o.caFile, srv.CACertPEM(), 0o644); err != nil {
+			return fmt.Errorf("--ca-file: %w", err)
 		}
 	}
 	ak, sk := srv.Credentials()
@@ -183,6 +188,7 @@ func runEmulator(ctx context.Context, env *Env, args []string) error {
 // config turns the flags into an ssmtest.Config.
 func (o *emulatorOpts) config(s *flagSet, env *Env) (ssmtest.Config, error) {
 	cfg := ssmtest.Config{
+		Addr:            o.listen,
 		AccessKeyID:     o.accessKeyID,
 		SecretAccessKey: o.secretKey,
 		Region:          o.region,
@@ -192,6 +198,13 @@ func (o *emulatorOpts) config(s *flagSet, env *Env) (ssmtest.Config, error) {
 	}
 	if (o.accessKeyID == "") != (o.secretKey == "") {
 		return cfg, usagef("--access-key-id and --secret-access-key go together: give both or neither")
+	}
+	if host, port, err := net.SplitHostPort(o.listen); err != nil {
+		return cfg, usagef("--listen %q: want HOST:PORT, e.g. 127.0.0.1:4566 (port 0: a free port)", o.listen)
+	} else if _, err := parsePort(port, true); err != nil {
+		return cfg, usagef("--listen %q: port: %v", o.listen, err)
+	} else if host == "" {
+		return cfg, usagef("--listen %q: give the host too, e.g. 127.0.0.1%s (0.0.0.0 for every interface)", o.listen, o.listen)
 	}
 	switch strings.ToLower(o.pacing) {
 	case "realistic":
@@ -239,27 +252,6 @@ func checkEmulatorTarget(id, addr string) error {
 		return fmt.Errorf("target address %q: port: %v", addr, err)
 	}
 	return nil
-}
-
-// emulatorCA fetches the CA certificate of a TLS emulator: the server
-// sends it in its chain, which is verified against srv.CertPool().
-func emulatorCA(ctx context.Context, srv *ssmtest.Server) ([]byte, error) {
-	u, err := url.Parse(srv.URL())
-	if err != nil {
-		return nil, err
-	}
-	d := tls.Dialer{Config: &tls.Config{RootCAs: srv.CertPool(), ServerName: u.Hostname(), MinVersion: tls.VersionTLS12}}
-	c, err := d.DialContext(ctx, "tcp", u.Host)
-	if err != nil {
-		return nil, fmt.Errorf("reading the emulator's CA: %w", err)
-	}
-	defer c.Close()
-	chains := c.(*tls.Conn).ConnectionState().VerifiedChains
-	if len(chains) == 0 || len(chains[0]) < 2 {
-		return nil, errors.New("reading the emulator's CA: no CA certificate in its chain")
-	}
-	ca := chains[0][len(chains[0])-1]
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw}), nil
 }
 
 // writeFileAtomic writes data to path through a temporary file and rename,

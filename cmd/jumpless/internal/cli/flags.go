@@ -338,7 +338,7 @@ Examples:
   jumpless run --target i-0123456789abcdef0 --to db.internal:5432 --env pg -- \
       psql -U etl -d warehouse -c 'select 1'
   jumpless check --target i-0123456789abcdef0 --to db.internal:5432
-  jumpless emulator --target-addr 127.0.0.1:22 --print-env
+  jumpless emulator --listen 127.0.0.1:4566 --target-addr 127.0.0.1:22 --print-env
 
 Exit status:
   0  success    1  other failure    2  usage error    3  connection/tunnel failure

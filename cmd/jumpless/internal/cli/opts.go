@@ -1,14 +1,11 @@
 package cli
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
-
-	gossh "golang.org/x/crypto/ssh"
 )
 
 // passphraseEnv holds the private key's passphrase. There is deliberately
@@ -109,9 +106,9 @@ func (o *tunnelOpts) validate(cmd string, env *Env) error {
 	if o.sshAgent && o.sshKey == "" && o.sshAuthSock == "" {
 		return usagef("--ssh-agent: $SSH_AUTH_SOCK is not set (start ssh-agent, or pass --ssh-key FILE)")
 	}
-	if p := env.getenv(passphraseEnv); p != "" && keyEncrypted(o.sshKey) {
-		// Only for an encrypted key: the variable may be set for other
-		// keys, and sshx refuses a passphrase for an unencrypted key.
+	if p := env.getenv(passphraseEnv); p != "" {
+		// sshx ignores it for an unencrypted key (the variable may be
+		// set for other keys), as OpenSSH does.
 		o.passphrase = []byte(p)
 	}
 	if o.knownHosts == "" && o.hostKey == "" && !o.insecureIgnoreHostKey {
@@ -160,20 +157,4 @@ func parseSpecs(locals []string, to string) ([]forwardSpec, error) {
 		specs = append(specs, f)
 	}
 	return specs, nil
-}
-
-// keyEncrypted reports whether the private key file at path is
-// passphrase-protected (false when it cannot be read or parsed: sshx
-// reports that).
-func keyEncrypted(path string) bool {
-	if path == "" {
-		return false
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return false
-	}
-	_, err = gossh.ParsePrivateKey(b)
-	var pme *gossh.PassphraseMissingError
-	return errors.As(err, &pme)
 }
