@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -46,6 +49,54 @@ func newAPI(c *Config) (API, func()) {
 	return ssmsdk.NewFromConfig(c.AWS, opts...), release
 }
 
+// StartSessionTimeout bounds one StartSession call made by Dial (SDK
+// retries included). The call does not end when Dial's ctx is cancelled
+// (see startSessionOwned); it is cut short CloseTimeout after that.
+const StartSessionTimeout = 30 * time.Second
+
+// startSessionOwned calls StartSession so that a session the service creates
+// is never lost to a cancellation. The request runs under a context that
+// ctx does not cancel (bounded by StartSessionTimeout, and by
+// c.CloseTimeout once ctx is done): cancelling the HTTP request after it
+// reached the service would leave a session whose id the client never
+// learns and therefore cannot terminate. When ctx is done by the time the
+// response arrives, the session it names is terminated at once (bounded by
+// c.CloseTimeout) and ctx's error is returned, wrapped.
+func startSessionOwned(ctx context.Context, api API, c *Config) (*ssmsdk.StartSessionOutput, error) {
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), StartSessionTimeout)
+	defer cancel()
+	var (
+		mu    sync.Mutex
+		grace *time.Timer
+	)
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		grace = time.AfterFunc(c.CloseTimeout, cancel)
+		mu.Unlock()
+	})
+	out, err := startSession(sctx, api, c)
+	stop()
+	mu.Lock()
+	if grace != nil {
+		grace.Stop()
+	}
+	mu.Unlock()
+	cerr := ctx.Err()
+	if cerr == nil {
+		return out, err
+	}
+	if err != nil {
+		return nil, fmt.Errorf("ssm: StartSession: %w (the call ended with: %v)", cerr, err)
+	}
+	id := aws.ToString(out.SessionId)
+	tctx, tcancel := context.WithTimeout(context.WithoutCancel(ctx), c.CloseTimeout)
+	defer tcancel()
+	if terr := terminateSession(tctx, api, id); terr != nil {
+		return nil, fmt.Errorf("ssm: dial cancelled after StartSession created session %s; terminating it failed: %v: %w", id, terr, cerr)
+	}
+	return nil, fmt.Errorf("ssm: dial cancelled; session %s, started meanwhile, was terminated: %w", id, cerr)
+}
+
 // startSession calls StartSession with the document and parameters of c.
 func startSession(ctx context.Context, api API, c *Config) (*ssmsdk.StartSessionOutput, error) {
 	params := map[string][]string{"portNumber": {strconv.Itoa(c.PortNumber)}}
@@ -81,7 +132,7 @@ func resumeSession(ctx context.Context, api API, id string) (string, error) {
 		return "", &APIError{Op: "ResumeSession", SessionID: id, Err: err}
 	}
 	if out == nil || out.TokenValue == nil || *out.TokenValue == "" {
-		return "", ErrSessionGone
+		return "", fmt.Errorf("%w: ResumeSession (session %s) returned no token: the session was terminated or timed out", ErrSessionGone, id)
 	}
 	return *out.TokenValue, nil
 }

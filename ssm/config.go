@@ -2,6 +2,7 @@ package ssm
 
 import (
 	"crypto/x509"
+	"fmt"
 	"log/slog"
 	"net/url"
 	"strings"
@@ -140,8 +141,9 @@ type Config struct {
 
 	// CloseTimeout bounds Close: draining written data, the TerminateSession
 	// flag and the TerminateSession API call. It also bounds the
-	// TerminateSession call made when Dial fails after StartSession.
-	// Zero: 5s.
+	// TerminateSession call made when Dial fails after StartSession, and
+	// how long a cancelled Dial still waits for an in-flight StartSession
+	// response (to terminate the session it names). Zero: 5s.
 	CloseTimeout time.Duration
 
 	// MinRTO and MaxRTO bound the retransmission timeout (RFC 6298 §2.4
@@ -210,6 +212,16 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
+// Validate reports the first problem with c as a [*ConfigError] (matching
+// [ErrInvalidConfig]), after applying the same defaults as Dial: it makes
+// exactly the checks Dial makes before its first network call, and makes
+// none itself. A nil result does not mean the target is reachable or the
+// credentials are accepted; only Dial finds that out.
+func (c Config) Validate() error {
+	d := c.withDefaults()
+	return d.validate()
+}
+
 // validate checks a Config that has been through withDefaults.
 func (c *Config) validate() error {
 	if err := validTarget(c.Target); err != nil {
@@ -251,6 +263,9 @@ func (c *Config) validate() error {
 		if d.v < 0 {
 			return &ConfigError{d.name, "must not be negative (0 selects the default)"}
 		}
+	}
+	if c.PingInterval > 0 && c.PingTimeout <= c.PingInterval {
+		return &ConfigError{"PingTimeout", fmt.Sprintf("%v is not longer than PingInterval (%v): an idle but healthy data channel would be taken for dead between pings; make it a few intervals (0 selects 60s, PingInterval 0 selects 20s)", c.PingTimeout, c.PingInterval)}
 	}
 	if c.MinRTO > c.MaxRTO {
 		return &ConfigError{"MinRTO", "must not exceed MaxRTO"}

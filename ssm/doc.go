@@ -18,10 +18,12 @@
 //     (ResumeSession, redial of the original StreamUrl, resend of everything
 //     unacknowledged).
 //   - reliability.go, rto.go: per-direction sequence numbers, immediate
-//     acknowledgements, re-acknowledged duplicates, a reorder buffer,
-//     retransmission of every expired message with an RFC 6298 timer (Karn's
-//     rule, exponential back-off), and bounded buffers that apply
-//     back-pressure instead of dropping data.
+//     acknowledgements, re-acknowledged duplicates, a reorder buffer, fast
+//     retransmission of messages that later acknowledged ones show lost, an
+//     RFC 6298 timer (Karn's rule, exponential back-off) that resends what
+//     was sent before an acknowledged message and otherwise only the
+//     earliest expired one, and bounded buffers that apply back-pressure
+//     instead of dropping data.
 //   - handshake.go: the agent handshake (reference §7) and the first-write
 //     hold (§7.5).
 //   - session.go: the [net.Conn].

@@ -9,58 +9,91 @@ import (
 	"github.com/jumpless/jumpless/ssm/internal/wire"
 )
 
-// onHandshakeRequestLocked answers the agent's HandshakeRequest (reference
-// §7.2, §7.3). Every requested action gets an entry; SessionType Port is the
-// only action this client performs. Anything else is answered Failed or
-// Unsupported, which makes the agent cancel the session, and fails the
-// handshake here with a HandshakeError that says why.
-func (s *Session) onHandshakeRequestLocked(p []byte) {
+// handshakeAnswer is this client's answer to one HandshakeRequest.
+type handshakeAnswer struct {
+	agentVersion string
+	resp         wire.HandshakeResponse
+	properties   map[string]string // the Port session's properties, if they are strings
+	sawPort      bool              // a SessionType Port action was accepted
+	problems     []string          // why actions were not Success
+}
+
+// answerHandshake parses the agent's HandshakeRequest payload p (reference
+// §7.2) and builds the HandshakeResponse (§7.3). Every requested action gets
+// an entry: SessionType Port is the only action this client performs
+// (Success); another session type is Failed; any other action (e.g.
+// KMSEncryption) is Unsupported. An error means p is not a HandshakeRequest.
+func answerHandshake(p []byte, clientVersion string) (handshakeAnswer, error) {
 	var req wire.HandshakeRequest
 	if err := json.Unmarshal(p, &req); err != nil {
-		s.handshakeFailLocked(&HandshakeError{SessionID: s.id, Reason: "unreadable HandshakeRequest from the agent", Err: err})
-		return
+		return handshakeAnswer{}, err
 	}
-	s.agentVersion = req.AgentVersion
-	resp := wire.HandshakeResponse{ClientVersion: s.cfg.ClientVersion}
-	var problems []string
-	for _, a := range req.RequestedClientActions {
-		pa := wire.ProcessedAction{ActionType: a.ActionType, ActionStatus: wire.ActionSuccess}
-		switch a.ActionType {
+	a := handshakeAnswer{agentVersion: req.AgentVersion, resp: wire.HandshakeResponse{ClientVersion: clientVersion}}
+	for _, ra := range req.RequestedClientActions {
+		pa := wire.ProcessedAction{ActionType: ra.ActionType, ActionStatus: wire.ActionSuccess}
+		switch ra.ActionType {
 		case "SessionType":
-			var params wire.SessionTypeParameters
-			if err := json.Unmarshal(a.ActionParameters, &params); err != nil {
+			// Properties are the session document's, passed through by the
+			// agent: nested objects for shell documents, so the session
+			// type is read on its own first.
+			var params struct {
+				SessionType string          `json:"SessionType"`
+				Properties  json.RawMessage `json:"Properties"`
+			}
+			if err := json.Unmarshal(ra.ActionParameters, &params); err != nil {
 				pa.ActionStatus = wire.ActionFailed
 				pa.Error = "unreadable SessionType parameters"
 			} else if params.SessionType != wire.SessionTypePort {
 				pa.ActionStatus = wire.ActionFailed
 				pa.Error = fmt.Sprintf("session type %q is not supported by this client (only %q)", params.SessionType, wire.SessionTypePort)
 			} else {
-				s.sawSession = true
-				s.properties = params.Properties
+				a.sawPort = true
+				var props map[string]string
+				if json.Unmarshal(params.Properties, &props) == nil {
+					a.properties = props
+				}
 			}
 		default:
 			pa.ActionStatus = wire.ActionUnsupported
-			pa.Error = fmt.Sprintf("action %q is not supported by this client", a.ActionType)
+			pa.Error = fmt.Sprintf("action %q is not supported by this client", ra.ActionType)
 		}
 		if pa.Error != "" {
-			problems = append(problems, pa.Error)
+			a.problems = append(a.problems, pa.Error)
 		}
-		resp.ProcessedClientActions = append(resp.ProcessedClientActions, pa)
+		a.resp.ProcessedClientActions = append(a.resp.ProcessedClientActions, pa)
 	}
-	if len(problems) > 0 {
-		resp.Errors = problems
+	if len(a.problems) > 0 {
+		a.resp.Errors = a.problems
 	}
-	b, err := json.Marshal(resp)
+	return a, nil
+}
+
+// onHandshakeRequestLocked answers the agent's HandshakeRequest (see
+// answerHandshake). An action answered Failed or Unsupported makes the
+// agent cancel the session, and fails the handshake here with a
+// HandshakeError that says why.
+func (s *Session) onHandshakeRequestLocked(p []byte) {
+	a, err := answerHandshake(p, s.cfg.ClientVersion)
+	if err != nil {
+		s.handshakeFailLocked(&HandshakeError{SessionID: s.id, Reason: "unreadable HandshakeRequest from the agent", Err: err})
+		return
+	}
+	s.agentVersion = a.agentVersion
+	if a.sawPort {
+		s.sawSession = true
+		s.properties = a.properties
+	}
+	b, err := json.Marshal(a.resp)
 	if err != nil { // cannot happen: plain strings and ints
 		s.handshakeFailLocked(&HandshakeError{SessionID: s.id, Reason: "encoding HandshakeResponse", Err: err})
 		return
 	}
 	s.ctrlQ.push(ctrlItem{ptype: wire.PayloadHandshakeResponse, payload: b})
 	kick(s.wkick)
-	s.log.Debug("ssm: handshake request answered", "agentVersion", req.AgentVersion, "problems", len(problems))
+	s.log.Debug("ssm: handshake request answered", "agentVersion", a.agentVersion, "problems", len(a.problems))
 	switch {
-	case len(problems) > 0:
-		s.handshakeFailLocked(&HandshakeError{SessionID: s.id, Reason: "the agent requested what this client cannot do: " + strings.Join(problems, "; ")})
+	case len(a.problems) > 0:
+		s.handshakeFailLocked(&HandshakeError{SessionID: s.id, Reason: "the agent requested what this client cannot do: " + strings.Join(a.problems, "; ")})
 	case !s.sawSession:
 		s.handshakeFailLocked(&HandshakeError{SessionID: s.id, Reason: "the agent's HandshakeRequest has no SessionType action"})
 	}

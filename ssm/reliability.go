@@ -1,6 +1,7 @@
 package ssm
 
 import (
+	"sync"
 	"time"
 
 	"github.com/jumpless/jumpless/ssm/internal/wire"
@@ -75,9 +76,33 @@ func (w *sendWindow) each(f func(*outMsg)) {
 }
 
 // inMsg is an out-of-order message parked until the gap before it fills.
+// Its payload is a copy (the decoded frame is reused by the reader) taken
+// from payloadPool.
 type inMsg struct {
-	ptype   wire.PayloadType
-	payload []byte
+	ptype wire.PayloadType
+	buf   *[]byte
+}
+
+// payloadPool recycles the copies of parked out-of-order payloads, so a
+// lossy or reordering link costs no allocation per parked message.
+var payloadPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledPayload bounds the buffers kept in payloadPool.
+const maxPooledPayload = 64 << 10
+
+// parkPayload returns a pooled copy of p.
+func parkPayload(p []byte) *[]byte {
+	bp := payloadPool.Get().(*[]byte)
+	*bp = append((*bp)[:0], p...)
+	return bp
+}
+
+// releasePayload returns a parked payload's buffer once its bytes were
+// copied out.
+func releasePayload(bp *[]byte) {
+	if cap(*bp) <= maxPooledPayload {
+		payloadPool.Put(bp)
+	}
 }
 
 // ackItem is an acknowledgement waiting for the writer.

@@ -15,6 +15,19 @@ type rtoEstimator struct {
 	rto          time.Duration
 	min, max     time.Duration
 	sampled      bool
+
+	// ackedXmit is the last transmission time of the most recently sent
+	// message that has been acknowledged (RACK.xmit_ts, RFC 8985 §6.1): an
+	// unacknowledged message sent before it is presumed lost, one sent
+	// after it may merely be queued.
+	ackedXmit time.Time
+}
+
+// acked records the acknowledgement of a message last sent at sentAt.
+func (r *rtoEstimator) acked(sentAt time.Time) {
+	if sentAt.After(r.ackedXmit) {
+		r.ackedXmit = sentAt
+	}
 }
 
 func newRTO(minRTO, maxRTO time.Duration) rtoEstimator {

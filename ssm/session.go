@@ -134,16 +134,27 @@ const maxAckQueue = 1 << 20
 // returned session. On any failure after StartSession succeeded, Dial calls
 // TerminateSession (with a fresh context bounded by cfg.CloseTimeout) and
 // leaves no goroutine or connection behind.
+//
+// cfg is checked first, as by [Config.Validate]; a bad Config costs no
+// network call.
+//
+// Cancelling ctx never loses a session: once the StartSession request may
+// have reached the service, Dial waits for its response (at most
+// cfg.CloseTimeout after ctx is done, StartSessionTimeout in all) and
+// terminates the session it names before returning ctx's error.
 func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	c := cfg.withDefaults()
 	if err := c.validate(); err != nil {
 		return nil, err
 	}
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("ssm: dial %s: %w", c.Target, err)
+	}
 	api, release := c.API, func() {}
 	if api == nil {
 		api, release = newAPI(&c)
 	}
-	out, err := startSession(ctx, api, &c)
+	out, err := startSessionOwned(ctx, api, &c)
 	if err != nil {
 		release()
 		return nil, err

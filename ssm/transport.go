@@ -323,6 +323,7 @@ func (s *Session) handleAck(m *wire.Message) {
 	if om.sends == 1 {
 		s.rto.sample(now.Sub(om.sentAt))
 	}
+	s.rto.acked(om.sentAt)
 	// Per-message acks: anything sent well before an acknowledged message and
 	// still unacknowledged was most likely lost. Resend it now rather than
 	// after a timeout; a spurious resend only costs a re-acked duplicate.
@@ -373,7 +374,7 @@ func (s *Session) handleData(c *wsConn, m *wire.Message) (waited bool, err error
 			s.st.DroppedUnacked++
 			return waited, nil
 		}
-		s.reorder[seq] = inMsg{ptype: m.PayloadType, payload: append([]byte(nil), m.Payload...)}
+		s.reorder[seq] = inMsg{ptype: m.PayloadType, buf: parkPayload(m.Payload)}
 		s.st.OutOfOrder++
 		s.queueAckLocked(seq, m.MessageID)
 		return waited, nil
@@ -391,14 +392,17 @@ func (s *Session) handleData(c *wsConn, m *wire.Message) (waited bool, err error
 		if !ok {
 			break
 		}
-		w, err := s.waitRoomLocked(c, im.ptype, len(im.payload))
+		w, err := s.waitRoomLocked(c, im.ptype, len(*im.buf))
 		waited = waited || w
 		if err != nil {
 			return waited, err
 		}
 		delete(s.reorder, s.expected)
 		s.expected++
-		s.deliverLocked(im.ptype, im.payload)
+		s.deliverLocked(im.ptype, *im.buf)
+		if im.ptype == wire.PayloadOutput {
+			releasePayload(im.buf) // deliverLocked copied it into rbuf
+		}
 	}
 	return waited, nil
 }
@@ -624,8 +628,13 @@ func (s *Session) encodeAck(it ackItem, now time.Time) []byte {
 	return s.ackFrame
 }
 
-// retransmitLoop resends every message whose retransmission timer expired
-// and backs the timer off (RFC 6298 §5).
+// retransmitLoop resends messages whose retransmission timer expired and
+// backs the timer off (RFC 6298 §5). An expired message is resent at once
+// when a message sent after it was acknowledged (it was lost: RACK, RFC 8985
+// §6.2); otherwise the path may only be slow (acknowledgements queued behind
+// data), so only the earliest such message is resent, once per timeout
+// period, as RFC 6298 §5.4 does — resending the whole window into a queue
+// would only lengthen it.
 func (s *Session) retransmitLoop() {
 	defer s.wg.Done()
 	t := time.NewTimer(50 * time.Millisecond)
@@ -636,35 +645,51 @@ func (s *Session) retransmitLoop() {
 			return
 		case <-t.C:
 		}
-		now := time.Now()
-		next := 100 * time.Millisecond
 		s.mu.Lock()
-		if s.conn != nil && !s.paused {
-			expired := false
-			rto := s.rto.rto
-			s.win.each(func(m *outMsg) {
-				if m.queued || m.sends == 0 {
-					return
-				}
-				if left := m.sentAt.Add(rto).Sub(now); left <= 0 {
-					m.queued = true
-					s.resendQ.push(m)
-					expired = true
-				} else if left < next {
-					next = left
-				}
-			})
-			if expired {
-				// Back off once per timeout period, not once per expired
-				// message (RFC 6298 §5.5 treats one timer).
-				if now.Sub(s.lastBackoff) >= rto {
-					s.rto.backoff()
-					s.lastBackoff = now
-				}
-				kick(s.wkick)
-			}
-		}
+		next := s.expireLocked(time.Now())
 		s.mu.Unlock()
 		t.Reset(max(next, 5*time.Millisecond))
 	}
+}
+
+// expireLocked queues the messages whose retransmission timer expired at
+// now (see retransmitLoop) and returns when to look again.
+func (s *Session) expireLocked(now time.Time) (next time.Duration) {
+	next = 100 * time.Millisecond
+	if s.conn == nil || s.paused {
+		return next
+	}
+	expired := false
+	rto := s.rto.rto
+	probe := now.Sub(s.lastBackoff) >= rto // may resend one message without evidence of loss
+	s.win.each(func(m *outMsg) {
+		if m.queued || m.sends == 0 {
+			return
+		}
+		left := m.sentAt.Add(rto).Sub(now)
+		switch {
+		case left > 0:
+			next = min(next, left)
+			return
+		case m.sentAt.Before(s.rto.ackedXmit): // lost
+		case probe:
+			probe = false
+		default:
+			next = min(next, max(s.lastBackoff.Add(rto).Sub(now), 0))
+			return
+		}
+		m.queued = true
+		s.resendQ.push(m)
+		expired = true
+	})
+	if expired {
+		// Back off once per timeout period, not once per expired message
+		// (RFC 6298 §5.5 treats one timer).
+		if now.Sub(s.lastBackoff) >= rto {
+			s.rto.backoff()
+			s.lastBackoff = now
+		}
+		kick(s.wkick)
+	}
+	return next
 }

@@ -1,13 +1,17 @@
 package tunnel
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
+
+	"github.com/jumpless/jumpless/ssm"
 )
 
 // prepare validates c and returns it with defaults applied. It makes no
-// network call. Checks that belong to package ssm (target format, region,
-// credentials) are made by ssm.Dial before its first network call.
+// network call: the SSM config is checked with ssm.Config.Validate (unless
+// DialBastion replaces ssm.Dial) and the SSH config with
+// sshx.Config.Validate, so a bad Config never starts a session.
 func (c Config) prepare() (Config, error) {
 	if c.Sessions < 0 || c.Sessions > MaxSessions {
 		return c, &ConfigError{Field: "Sessions", Problem: fmt.Sprintf("%d is out of range: want 0 (one session) to %d", c.Sessions, MaxSessions)}
@@ -31,8 +35,24 @@ func (c Config) prepare() (Config, error) {
 	} else {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.DialBastion == nil {
+		if err := c.SSM.Validate(); err != nil {
+			return c, ssmConfigError(err)
+		}
+	}
 	if err := validateSSH(c.SSH); err != nil {
 		return c, err
 	}
 	return c, nil
+}
+
+// ssmConfigError wraps an error matching ssm.ErrInvalidConfig in a
+// *ConfigError naming the field ("SSM.<Field>").
+func ssmConfigError(err error) error {
+	field := "SSM"
+	var ce *ssm.ConfigError
+	if errors.As(err, &ce) {
+		field += "." + ce.Field
+	}
+	return &ConfigError{Field: field, Problem: "rejected by package ssm", Err: err}
 }

@@ -196,13 +196,8 @@ func (t *Tunnel) openSession(ctx context.Context, i int) (*session, error) {
 	} else {
 		sess, err := ssm.Dial(ctx, t.cfg.SSM)
 		if err != nil {
-			if errors.Is(err, ssm.ErrInvalidConfig) {
-				field := "SSM"
-				var ce *ssm.ConfigError
-				if errors.As(err, &ce) {
-					field += "." + ce.Field
-				}
-				return nil, &ConfigError{Field: field, Problem: "rejected by package ssm", Err: err}
+			if errors.Is(err, ssm.ErrInvalidConfig) { // Open validated it: cannot happen
+				return nil, ssmConfigError(err)
 			}
 			return nil, fmt.Errorf("tunnel: start SSM session to %s: %w", t.cfg.SSM.Target, err)
 		}

@@ -207,11 +207,16 @@ func (a *agent) run() {
 		return
 	}
 	params, _ := json.Marshal(wire.SessionTypeParameters{SessionType: wire.SessionTypePort, Properties: ss.props})
+	// SessionType first, then the others (the real agent appends
+	// KMSEncryption after it: [A] datachannel.go:1014-1036).
+	actions := make([]wire.RequestedAction, 0, len(cfg.ExtraHandshakeActions)+1)
+	actions = append(actions, wire.RequestedAction{ActionType: "SessionType", ActionParameters: params})
+	for _, x := range cfg.ExtraHandshakeActions {
+		actions = append(actions, wire.RequestedAction{ActionType: x.ActionType, ActionParameters: x.ActionParameters})
+	}
 	req, _ := json.Marshal(wire.HandshakeRequest{
-		AgentVersion: cfg.AgentVersion,
-		RequestedClientActions: []wire.RequestedAction{{
-			ActionType: "SessionType", ActionParameters: params,
-		}},
+		AgentVersion:           cfg.AgentVersion,
+		RequestedClientActions: actions,
 	})
 	a.sendStream(wire.PayloadHandshakeRequest, req, wire.FlagsSYN)
 

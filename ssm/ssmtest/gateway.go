@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -50,15 +51,37 @@ const (
 
 // clientConn is one client websocket attached to a session.
 type clientConn struct {
-	ws   *websocket.Conn
-	wmu  sync.Mutex
-	once sync.Once
+	ws      *websocket.Conn
+	wmu     sync.Mutex
+	once    sync.Once
+	stalled atomic.Bool // StallWebsocket: the path is a black hole
 }
 
+// errStalled is what write returns on a stalled websocket: the frame went
+// into the black hole.
+var errStalled = errors.New("ssmtest: websocket stalled")
+
 func (c *clientConn) write(b []byte) error {
+	if c.stalled.Load() {
+		return errStalled
+	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.ws.WriteMessage(websocket.BinaryMessage, b)
+}
+
+// pingHandler answers PINGs like gorilla/websocket's default handler (and
+// MGS), except on a stalled websocket, whose PINGs vanish.
+func (c *clientConn) pingHandler(data string) error {
+	if c.stalled.Load() {
+		return nil
+	}
+	err := c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
+	var ne net.Error
+	if errors.Is(err, websocket.ErrCloseSent) || errors.As(err, &ne) {
+		return nil
+	}
+	return err
 }
 
 // close drops the TCP connection without a close frame, as both AWS peers do.
@@ -246,18 +269,30 @@ func (s *Server) runDataChannel(id string, ws *websocket.Conn) {
 		return
 	}
 	_ = ws.SetReadDeadline(time.Time{})
+	ws.SetPingHandler(cc.pingHandler)
 	if !ss.attach(cc, open.ClientID) {
 		s.st.wsRejected.Add(1)
 		return
 	}
 	s.st.wsAccepted.Add(1)
 	s.log.Info("ssmtest: data channel open", "session", id, "clientVersion", open.ClientVersion)
-	defer ss.detach(cc)
+	defer func() {
+		// Through a black hole the service does not see the client go
+		// away either: it keeps the stalled websocket until a reconnect
+		// replaces it or the session ends.
+		if !cc.stalled.Load() {
+			ss.detach(cc)
+		}
+	}()
 
 	for {
 		mt, b, err := ws.ReadMessage()
 		if err != nil {
 			return
+		}
+		if cc.stalled.Load() {
+			s.st.framesStalled.Add(1)
+			continue
 		}
 		s.st.framesFromClient.Add(1)
 		ss.fromClient(mt, b)
@@ -491,6 +526,10 @@ func (ss *session) writeClient(b []byte) {
 		}
 	}
 	if err := cc.write(b); err != nil {
+		if errors.Is(err, errStalled) {
+			ss.srv.st.framesStalled.Add(1)
+			return
+		}
 		held := false
 		if ss.srv.cfg.BufferWhileDisconnected {
 			ss.mu.Lock()
@@ -595,6 +634,30 @@ func (s *Server) KillWebsocket(sessionID string) int {
 			cc.close()
 			n++
 			s.st.wsKilled.Add(1)
+		}
+	}
+	return n
+}
+
+// StallWebsocket turns the client websocket of session id ("" = every
+// session) into a black hole, as a dead network path (a NAT or firewall that
+// silently drops the flow) does: the TCP connection stays open, but from now
+// on nothing crosses it in either direction. Frames and PINGs from the
+// client are discarded unanswered, frames for the client are lost (counted
+// in Stats.FramesStalled), and the service notices nothing — it neither
+// pauses the agent nor sees the client close its end. The session stays
+// alive: a client that detects the dead socket (e.g. by a ping timeout)
+// resumes with ResumeSession and a redial, which replaces the stalled
+// websocket. It returns how many websockets it stalled.
+func (s *Server) StallWebsocket(sessionID string) int {
+	n := 0
+	for _, ss := range s.matching(sessionID) {
+		ss.mu.Lock()
+		cc := ss.client
+		ss.mu.Unlock()
+		if cc != nil && !cc.stalled.Swap(true) {
+			n++
+			s.st.wsStalled.Add(1)
 		}
 	}
 	return n

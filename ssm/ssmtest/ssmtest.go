@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -120,6 +121,17 @@ type Config struct {
 	// narrow as on a real host (microseconds).
 	HandshakeDiscardWindow time.Duration
 
+	// ExtraHandshakeActions are requested by the agent in its
+	// HandshakeRequest after the SessionType action, where a real agent puts
+	// KMSEncryption when a session is encrypted (reference §7.2, §7.6; the
+	// real agent does that only for non-Port plugins, so with the port
+	// documents emulated here this stands in for an encrypted session or an
+	// action a future agent may add). The agent treats the client's answers
+	// as the real one does: any ActionStatus other than Success (1) fails
+	// the session, with the client's error in the channel_closed output.
+	// nil: only SessionType, as for every real port session.
+	ExtraHandshakeActions []HandshakeAction
+
 	// HandshakeTimeout is how long after StartSession the agent waits for
 	// the client's HandshakeResponse before failing the session.
 	// 0: 15 s (the real agent's value).
@@ -163,6 +175,14 @@ type Config struct {
 	// Logger receives debug/info logs. nil: silent. Secrets (keys, tokens)
 	// are never logged.
 	Logger *slog.Logger
+}
+
+// HandshakeAction is one requested client action of the agent's
+// HandshakeRequest (reference §7.2), e.g.
+// {ActionType: "KMSEncryption", ActionParameters: {"KMSKeyId":"alias/x","Challenge":"..."}}.
+type HandshakeAction struct {
+	ActionType       string          // e.g. "KMSEncryption"
+	ActionParameters json.RawMessage // JSON object; nil: null
 }
 
 // Server is a running emulator. Create it with NewServer; stop it with Close.
@@ -225,6 +245,12 @@ func NewServer(cfg Config) (*Server, error) {
 		targets[k] = v
 	}
 	cfg.Targets = targets
+	cfg.ExtraHandshakeActions = append([]HandshakeAction(nil), cfg.ExtraHandshakeActions...)
+	for i, a := range cfg.ExtraHandshakeActions {
+		if a.ActionType == "" || (a.ActionParameters != nil && !json.Valid(a.ActionParameters)) {
+			return nil, fmt.Errorf("ssmtest: ExtraHandshakeActions[%d]: want a non-empty ActionType and JSON ActionParameters", i)
+		}
+	}
 
 	s := &Server{cfg: cfg, sessions: make(map[string]*session)}
 	s.log = cfg.Logger
@@ -456,6 +482,7 @@ type Stats struct {
 	WebsocketsAccepted int64 // OpenDataChannel with a valid token
 	WebsocketsRejected int64 // closed for a bad first frame or token
 	WebsocketsKilled   int64 // closed by KillWebsocket
+	WebsocketsStalled  int64 // turned into a black hole by StallWebsocket
 
 	// Frames crossing the gateway.
 	FramesFromClient  int64 // frames read from client websockets (after the OpenDataChannel)
@@ -463,6 +490,7 @@ type Stats struct {
 	FramesFromAgent   int64 // frames the agent handed to the gateway for the client
 	FramesToClient    int64 // frames written to client websockets (after ToClient faults)
 	FramesMalformed   int64 // client frames dropped because they could not be decoded
+	FramesStalled     int64 // frames lost in either direction on a stalled websocket (StallWebsocket)
 	FramesLost        int64 // agent frames lost because no client websocket was connected or the write failed
 	FramesBuffered    int64 // agent frames held for a disconnected client (BufferWhileDisconnected)
 	FramesReplayed    int64 // held frames written to the client's next websocket
@@ -506,7 +534,7 @@ type Stats struct {
 type counters struct {
 	sessionsOpen, sessionsStarted, sessionsEnded, sessionsTerminated, sessionsFailed  atomic.Int64
 	apiRequests, apiErrors, resumes                                                   atomic.Int64
-	wsAccepted, wsRejected, wsKilled                                                  atomic.Int64
+	wsAccepted, wsRejected, wsKilled, wsStalled, framesStalled                        atomic.Int64
 	framesFromClient, framesToAgent, framesFromAgent, framesToClient, framesMalformed atomic.Int64
 	framesLost, framesDropped, framesDuplicated, framesReordered, framesDelayed       atomic.Int64
 	framesBuffered, framesReplayed                                                    atomic.Int64
@@ -527,6 +555,7 @@ func (s *Server) Stats() Stats {
 		SessionsFailed: c.sessionsFailed.Load(),
 		APIRequests:    c.apiRequests.Load(), APIErrors: c.apiErrors.Load(), Resumes: c.resumes.Load(),
 		WebsocketsAccepted: c.wsAccepted.Load(), WebsocketsRejected: c.wsRejected.Load(), WebsocketsKilled: c.wsKilled.Load(),
+		WebsocketsStalled: c.wsStalled.Load(), FramesStalled: c.framesStalled.Load(),
 		FramesFromClient: c.framesFromClient.Load(), FramesToAgent: c.framesToAgent.Load(),
 		FramesFromAgent: c.framesFromAgent.Load(), FramesToClient: c.framesToClient.Load(),
 		FramesMalformed: c.framesMalformed.Load(), FramesLost: c.framesLost.Load(),
