@@ -158,7 +158,7 @@ func BenchmarkUpload(b *testing.B) {
 
 // BenchmarkDownloadReordered is BenchmarkDownload (Unpaced) with 5% of the
 // agent's frames reordered, so the client parks messages in its reorder
-// buffer: the lossy-path allocations (see BENCHMARKS-client.md for the
+// buffer: the lossy-path allocations (see BENCHMARKS.md for the
 // memprofile filtered to package ssm).
 func BenchmarkDownloadReordered(b *testing.B) {
 	srv := newEmulator(b, ssmtest.Config{}, startSource(b))

@@ -5,7 +5,7 @@
 // stream back as a [*Session], which implements [net.Conn].
 //
 // The wire format lives in package ssm/internal/wire; the protocol reference
-// is /work/shared/docs/ssm-protocol.md ("the reference" in comments below).
+// is ../shared/docs/ssm-protocol.md, summarised in docs/protocol.md ("the reference" in comments below).
 //
 // # Layers
 //

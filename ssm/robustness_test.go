@@ -20,7 +20,7 @@ import (
 // TestDialCancelAtAnyPointLeavesNoSession guards against a session left
 // open at the service when Dial's ctx is cancelled while StartSession is in
 // flight (the service created the session, the client never learned its id)
-// or at any later point of Dial (docs/REQUESTS-tunnel.md item 3).
+// or at any later point of Dial.
 func TestDialCancelAtAnyPointLeavesNoSession(t *testing.T) {
 	echo := startEcho(t, []byte("SSH-2.0-echo\r\n"))
 	srv := newEmulator(t, ssmtest.Config{}, echo.addr())

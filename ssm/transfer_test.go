@@ -160,7 +160,7 @@ func faultyTransferWith(t *testing.T, o transferOpts, n int64, toClient, toAgent
 // 100 ms tick (reference §6.5, §15.5), and at 1% loss of both its data
 // frames and the client's acknowledgements that is ≈ 1 350 repairs, i.e.
 // ≥ 135 s whatever the client does (≈ 165 s measured with -race; see
-// BENCHMARKS-client.md). Realistic pacing would not be faster: the same
+// BENCHMARKS.md). Realistic pacing would not be faster: the same
 // repairs, plus 92 s of paced data.
 func TestLargeTransferSurvivesLossDuplicationReorderingAndKills(t *testing.T) {
 	f := func(seed uint64) ssmtest.Faults {

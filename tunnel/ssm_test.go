@@ -187,7 +187,7 @@ func TestOpenCancelAtAnyPointLeavesSessionBehind(t *testing.T) {
 		cancel()
 	}
 	// A session left open here was most likely created by a StartSession
-	// request cancelled in flight (docs/REQUESTS-tunnel.md, item 3).
+	// request cancelled in flight (ssm.Dial must terminate it).
 	waitNoSessions(t, srv)
 }
 

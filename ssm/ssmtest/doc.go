@@ -12,7 +12,7 @@
 //	api := ssmsdk.NewFromConfig(srv.AWSConfig()) // real aws-sdk-go-v2 client
 //
 // The emulator reproduces what the real service and agent do (reference
-// /work/shared/docs/ssm-protocol.md, sources aws/amazon-ssm-agent and
+// docs/protocol.md and ../shared/docs/ssm-protocol.md; sources aws/amazon-ssm-agent and
 // aws/session-manager-plugin), not what a particular client expects:
 //
 //   - API errors have AWS's shape (HTTP 400, JSON {"__type","message"},

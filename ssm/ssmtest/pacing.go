@@ -17,8 +17,8 @@ import "time"
 // overshoot does not change the average rate: a sleep that overshoots is
 // made up by a shorter next one (under load the host's timer overshoot was
 // 0.3-0.6 ms, so a fixed 1 ms sleep plus a fixed cost made the rate depend on
-// the load: 0.56 MiB/s in the first measurement). See BENCHMARKS.md in this
-// directory for the measurements through the emulator.
+// the load: 0.56 MiB/s in the first measurement). BENCHMARKS.md at the
+// repository root has the measurements through the emulator.
 const RealisticMessagePeriod = 1395 * time.Microsecond
 
 // maxPaceLag is how far behind schedule the pacer may fall (target idle,
