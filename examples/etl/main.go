@@ -22,48 +22,57 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log"
 	"os"
 	"os/signal"
 	"reflect"
 	"strings"
 
-	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/go-sql-driver/mysql"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/jumpless/jumpless/dialer"
-	"github.com/jumpless/jumpless/sshx"
-	"github.com/jumpless/jumpless/ssm"
+	"github.com/jumpless/jumpless/examples/internal/exampleflags"
 	"github.com/jumpless/jumpless/tunnel"
 )
 
 func main() {
-	target := flag.String("target", "", "managed instance id (i-... or mi-...)")
-	region := flag.String("region", "", "AWS region (default: from the environment/profile)")
-	profile := flag.String("profile", "", "AWS shared config profile (default: the default profile)")
-	user := flag.String("user", "ec2-user", "SSH user on the instance")
-	key := flag.String("key", os.ExpandEnv("$HOME/.ssh/id_ed25519"), "SSH private key file")
-	knownHosts := flag.String("known-hosts", os.ExpandEnv("$HOME/.ssh/known_hosts"), "known_hosts file with an entry for the instance id")
-	var job copyJob
-	flag.StringVar(&job.MySQLDSN, "mysql-dsn", "", "source: go-sql-driver/mysql DSN, host as seen from the instance")
-	flag.StringVar(&job.SrcTable, "src-table", "", "source table")
-	flag.StringVar(&job.PgDSN, "pg-dsn", "", "destination: PostgreSQL DSN, host as seen from the instance")
-	flag.StringVar(&job.DstTable, "dst-table", "", "destination table (created if missing; must be empty)")
-	flag.Parse()
-
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	awsCfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(*region), config.WithSharedConfigProfile(*profile))
-	if err != nil {
-		log.Fatal(err)
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "etl:", err)
+		os.Exit(1)
 	}
-	tun, err := tunnel.Open(ctx, tunnel.Config{
-		SSM: ssm.Config{AWS: awsCfg, Target: *target},
-		SSH: sshx.Config{User: *user, PrivateKeyFile: *key, KnownHostsFile: *knownHosts},
-	})
+}
+
+// run parses args, opens the tunnel and runs the copy, reporting the
+// counts and the tunnel's statistics on stdout.
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	var tf exampleflags.Tunnel
+	var job copyJob
+	fs := flag.NewFlagSet("etl", flag.ContinueOnError)
+	tf.Register(fs)
+	fs.StringVar(&job.MySQLDSN, "mysql-dsn", "", "source: go-sql-driver/mysql DSN, host as seen from the instance")
+	fs.StringVar(&job.SrcTable, "src-table", "", "source table")
+	fs.StringVar(&job.PgDSN, "pg-dsn", "", "destination: PostgreSQL DSN, host as seen from the instance")
+	fs.StringVar(&job.DstTable, "dst-table", "", "destination table (created if missing; must be empty)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if job.MySQLDSN == "" || job.SrcTable == "" || job.PgDSN == "" || job.DstTable == "" {
+		return errors.New("-mysql-dsn, -src-table, -pg-dsn and -dst-table are required")
+	}
+	cfg, err := tf.Config(ctx)
 	if err != nil {
-		log.Fatal(err)
+		return err
+	}
+
+	// The wiring: one tunnel; the job hands it to both drivers.
+	tun, err := tunnel.Open(ctx, cfg)
+	if err != nil {
+		return err
 	}
 	defer tun.Close()
 
@@ -78,15 +87,16 @@ func main() {
 		}
 	}()
 
-	n, err := job.Run(ctx, tun, os.Stdout)
+	n, err := job.Run(ctx, tun, stdout)
 	if err != nil {
 		if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
 			err = fmt.Errorf("%w (tunnel: %v)", err, cause)
 		}
-		log.Fatal(err)
+		return err
 	}
 	st := tun.Stats()
-	fmt.Printf("copied %d rows through session %v: %d bytes in, %d bytes out\n", n, st.SessionIDs, st.BytesReceived, st.BytesSent)
+	fmt.Fprintf(stdout, "copied %d rows through session %v: %d bytes in, %d bytes out\n", n, st.SessionIDs, st.BytesReceived, st.BytesSent)
+	return nil
 }
 
 // copyJob copies SrcTable (MySQL) to DstTable (PostgreSQL).

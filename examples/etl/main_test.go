@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/jumpless/jumpless/dialer"
+	"github.com/jumpless/jumpless/examples/internal/exampleflags"
+	"github.com/jumpless/jumpless/examples/internal/exampletest"
 	"github.com/jumpless/jumpless/internal/testenv"
 	"github.com/jumpless/jumpless/sshx"
 	"github.com/jumpless/jumpless/ssm"
@@ -120,4 +124,65 @@ func bounded(f func(context.Context)) {
 	c, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	f(c)
+}
+
+// TestETLExampleCommandFails runs the command as a user would against AWS
+// (AWS settings from the environment, known_hosts entry for the instance
+// id): flags → tunnel → copy, and checks the report and the destination.
+func TestETLExampleCommandFails(t *testing.T) {
+	mysqlDSN, pgDSN := testenv.MySQLDSN(t), testenv.PostgresDSN(t)
+	st := exampletest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	my, err := sql.Open("mysql", mysqlDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer my.Close()
+	name := fmt.Sprintf("jl_etl_cmd_%d", time.Now().UnixNano()%1e9)
+	if _, err := my.ExecContext(ctx, "CREATE TABLE "+name+" (id INT PRIMARY KEY, v VARCHAR(20))"); err != nil {
+		t.Fatal(err)
+	}
+	defer bounded(func(c context.Context) { my.ExecContext(c, "DROP TABLE "+name) })
+	const rows = 321
+	for i := range rows {
+		if _, err := my.ExecContext(ctx, "INSERT INTO "+name+" VALUES (?, ?)", i, fmt.Sprint("v", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pg, err := pgx.Connect(ctx, pgDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bounded(func(c context.Context) { pg.Close(c) })
+	defer bounded(func(c context.Context) { pg.Exec(c, "DROP TABLE IF EXISTS "+pgx.Identifier{name}.Sanitize()) })
+
+	var out bytes.Buffer
+	args := append(st.TunnelArgs(), "-mysql-dsn", mysqlDSN, "-src-table", name, "-pg-dsn", pgDSN, "-dst-table", name)
+	if err := run(ctx, args, &out); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{
+		fmt.Sprintf("source %s: %d rows\n", name, rows),
+		fmt.Sprintf("destination %s: %d rows (copied %d)\n", name, rows, rows),
+		fmt.Sprintf("copied %d rows through session [ssmtest-", rows),
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+	var n, sum int64
+	if err := pg.QueryRow(ctx, "SELECT count(DISTINCT v), sum(id) FROM "+pgx.Identifier{name}.Sanitize()).Scan(&n, &sum); err != nil {
+		t.Fatal(err)
+	}
+	if n != rows || sum != rows*(rows-1)/2 {
+		t.Fatalf("destination: %d distinct values, id sum %d; want %d, %d", n, sum, rows, rows*(rows-1)/2)
+	}
+	if s := st.SSM.Stats(); s.SessionsStarted != 1 || s.SessionsOpen != 0 {
+		t.Fatalf("emulator: %d sessions started, %d open; want 1 started and none left open", s.SessionsStarted, s.SessionsOpen)
+	}
+	if err := run(ctx, args[2:], io.Discard); !errors.Is(err, exampleflags.ErrNoTarget) {
+		t.Fatalf("without -target: %v; want ErrNoTarget", err)
+	}
 }

@@ -13,59 +13,70 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
-	"log"
+	"io"
 	"os"
 	"os/signal"
 
-	"github.com/aws/aws-sdk-go-v2/config"
-
 	"github.com/jumpless/jumpless/dialer"
-	"github.com/jumpless/jumpless/sshx"
-	"github.com/jumpless/jumpless/ssm"
+	"github.com/jumpless/jumpless/examples/internal/exampleflags"
 	"github.com/jumpless/jumpless/tunnel"
 )
 
 func main() {
-	target := flag.String("target", "", "managed instance id (i-... or mi-...)")
-	region := flag.String("region", "", "AWS region (default: from the environment/profile)")
-	profile := flag.String("profile", "", "AWS shared config profile (default: the default profile)")
-	user := flag.String("user", "ec2-user", "SSH user on the instance")
-	key := flag.String("key", os.ExpandEnv("$HOME/.ssh/id_ed25519"), "SSH private key file")
-	knownHosts := flag.String("known-hosts", os.ExpandEnv("$HOME/.ssh/known_hosts"), "known_hosts file with an entry for the instance id")
-	dsn := flag.String("dsn", "", "go-sql-driver/mysql DSN, host as seen from the instance")
-	query := flag.String("query", "SELECT VERSION()", "query whose first column is printed")
-	flag.Parse()
-
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-
-	awsCfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(*region), config.WithSharedConfigProfile(*profile))
-	if err != nil {
-		log.Fatal(err)
+	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintln(os.Stderr, "mysql:", err)
+		os.Exit(1)
 	}
-	// The wiring: open the tunnel, hand it to the driver.
-	tun, err := tunnel.Open(ctx, tunnel.Config{
-		SSM: ssm.Config{AWS: awsCfg, Target: *target},
-		SSH: sshx.Config{User: *user, PrivateKeyFile: *key, KnownHostsFile: *knownHosts},
-	})
+}
+
+// run parses args, runs the query through a tunnel and prints its rows to
+// stdout, one line each; the tunnel's statistics go to stderr.
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	var tf exampleflags.Tunnel
+	fs := flag.NewFlagSet("mysql", flag.ContinueOnError)
+	tf.Register(fs)
+	dsn := fs.String("dsn", "", "go-sql-driver/mysql DSN, host as seen from the instance")
+	query := fs.String("query", "SELECT VERSION()", "query whose rows are printed")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *dsn == "" {
+		return errors.New("-dsn is required")
+	}
+	cfg, err := tf.Config(ctx)
 	if err != nil {
-		log.Fatal(err)
+		return err
+	}
+
+	// The wiring: open the tunnel, hand it to the driver.
+	tun, err := tunnel.Open(ctx, cfg)
+	if err != nil {
+		return err
 	}
 	defer tun.Close()
 	db, err := dialer.OpenMySQL(tun, *dsn)
 	if err != nil {
-		log.Fatal(err)
+		return err
 	}
 	defer db.Close()
 
 	rows, err := db.QueryContext(ctx, *query)
 	if err != nil {
-		log.Fatal(err)
+		return err
 	}
 	defer rows.Close()
-	cols, _ := rows.Columns()
+	cols, err := rows.Columns()
+	if err != nil {
+		return err
+	}
 	vals := make([]any, len(cols))
 	ptrs := make([]any, len(cols))
 	for i := range vals {
@@ -73,18 +84,19 @@ func main() {
 	}
 	for rows.Next() {
 		if err := rows.Scan(ptrs...); err != nil {
-			log.Fatal(err)
+			return err
 		}
 		for i, v := range vals {
 			if b, ok := v.([]byte); ok {
 				vals[i] = string(b)
 			}
 		}
-		fmt.Println(vals...)
+		fmt.Fprintln(stdout, vals...)
 	}
 	if err := rows.Err(); err != nil {
-		log.Fatal(err)
+		return err
 	}
 	st := tun.Stats()
 	fmt.Fprintf(os.Stderr, "tunnel: session %v, %d bytes received\n", st.SessionIDs, st.BytesReceived)
+	return nil
 }

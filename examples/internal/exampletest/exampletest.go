@@ -1,0 +1,81 @@
+// Package exampletest runs the examples' run functions against the real
+// stack on loopback: the SSM emulator (ssmtest), a real OpenSSH sshd
+// behind it, and the AWS configuration reaching the emulator through the
+// environment variables config.LoadDefaultConfig reads, exactly as a job
+// configured for AWS would.
+package exampletest
+
+import (
+	"os"
+	"testing"
+
+	"github.com/jumpless/jumpless/internal/testenv"
+	"github.com/jumpless/jumpless/ssm/ssmtest"
+)
+
+// Target is the instance id the emulator maps to the sshd.
+const Target = "i-0123456789abcdef0"
+
+// Stack is the emulator and sshd one test runs an example against.
+type Stack struct {
+	SSM        *ssmtest.Server
+	SSHD       *testenv.SSHD
+	KnownHosts string // known_hosts with the sshd's host key under Target
+}
+
+// Start starts sshd and the emulator (both stopped by t.Cleanup) and points
+// the AWS environment at the emulator (see SetAWSEnv). Tests using it
+// cannot run in parallel (t.Setenv).
+func Start(t *testing.T) *Stack {
+	t.Helper()
+	sshd := testenv.StartSSHD(t)
+	srv, err := ssmtest.NewServer(ssmtest.Config{Targets: map[string]string{Target: sshd.Addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	SetAWSEnv(t, srv)
+	return &Stack{SSM: srv, SSHD: sshd, KnownHosts: sshd.WriteKnownHosts(false, Target)}
+}
+
+// TunnelArgs returns the flags of exampleflags.Tunnel for the stack.
+func (s *Stack) TunnelArgs() []string {
+	return []string{
+		"-target", Target,
+		"-user", s.SSHD.User,
+		"-key", s.SSHD.ClientKeyPath,
+		"-known-hosts", s.KnownHosts,
+	}
+}
+
+// SetAWSEnv sets the environment so that config.LoadDefaultConfig yields
+// the emulator's region, credentials and SSM endpoint, and nothing from
+// the machine (profiles, shared files, CA bundle, instance metadata,
+// session tokens, other endpoints) can interfere. t.Setenv restores the
+// environment when the test ends.
+func SetAWSEnv(t *testing.T, srv *ssmtest.Server) {
+	t.Helper()
+	id, secret := srv.Credentials()
+	set := map[string]string{
+		"AWS_ACCESS_KEY_ID":           id,
+		"AWS_SECRET_ACCESS_KEY":       secret,
+		"AWS_REGION":                  srv.AWSConfig().Region,
+		"AWS_ENDPOINT_URL_SSM":        srv.URL(),
+		"AWS_CONFIG_FILE":             os.DevNull,
+		"AWS_SHARED_CREDENTIALS_FILE": os.DevNull,
+		"AWS_EC2_METADATA_DISABLED":   "true",
+	}
+	for k, v := range set {
+		t.Setenv(k, v)
+	}
+	for _, k := range []string{
+		"AWS_CA_BUNDLE", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_DEFAULT_REGION",
+		"AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS",
+		"AWS_USE_FIPS_ENDPOINT", "AWS_USE_DUALSTACK_ENDPOINT",
+		"AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE",
+		"AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+	} {
+		t.Setenv(k, "") // records the old value for restoring
+		os.Unsetenv(k)
+	}
+}

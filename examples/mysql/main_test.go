@@ -1,0 +1,87 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	_ "github.com/go-sql-driver/mysql"
+	"go.uber.org/goleak"
+
+	"github.com/jumpless/jumpless/examples/internal/exampleflags"
+	"github.com/jumpless/jumpless/examples/internal/exampletest"
+	"github.com/jumpless/jumpless/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// TestMySQLExampleRowsWrongOrSessionLeft runs the example as a user would
+// against AWS (AWS settings from the environment, known_hosts entry for
+// the instance id), with the emulator, a real sshd and the real MariaDB,
+// and compares the printed rows with the rows inserted.
+func TestMySQLExampleRowsWrongOrSessionLeft(t *testing.T) {
+	dsn := testenv.MySQLDSN(t)
+	st := exampletest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	direct, err := sql.Open("mysql", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close()
+	table := fmt.Sprintf("jl_example_mysql_%d", time.Now().UnixNano()%1e9)
+	if _, err := direct.ExecContext(ctx, "CREATE TABLE "+table+" (id INT PRIMARY KEY, name VARCHAR(40), amount DECIMAL(10,2) NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { direct.ExecContext(context.Background(), "DROP TABLE "+table) })
+	var want strings.Builder
+	for i := 1; i <= 50; i++ {
+		name := fmt.Sprintf("row %d", i*7)
+		amount := fmt.Sprintf("%d.%02d", i*3, i%100)
+		if _, err := direct.ExecContext(ctx, "INSERT INTO "+table+" VALUES (?, ?, ?)", i, name, amount); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintln(&want, i, name, amount)
+	}
+
+	var out bytes.Buffer
+	args := append(st.TunnelArgs(), "-dsn", dsn, "-query", "SELECT id, name, amount FROM "+table+" ORDER BY id")
+	if err := run(ctx, args, &out); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	if out.String() != want.String() {
+		t.Fatalf("printed:\n%s\nwant:\n%s", out.String(), want.String())
+	}
+	if s := st.SSM.Stats(); s.SessionsStarted != 1 || s.SessionsOpen != 0 {
+		t.Fatalf("emulator: %d sessions started, %d open; want 1 started through SSM and none left open", s.SessionsStarted, s.SessionsOpen)
+	}
+}
+
+// TestMySQLExampleBadFlagsStartSession checks that missing flags are
+// reported before any SSM session is started.
+func TestMySQLExampleBadFlagsStartSession(t *testing.T) {
+	st := exampletest.Start(t)
+	ctx := context.Background()
+	if err := run(ctx, []string{"-dsn", "root@tcp(127.0.0.1:3306)/test"}, io.Discard); !errors.Is(err, exampleflags.ErrNoTarget) {
+		t.Errorf("without -target: %v; want ErrNoTarget", err)
+	}
+	if err := run(ctx, st.TunnelArgs(), io.Discard); err == nil || !strings.Contains(err.Error(), "-dsn") {
+		t.Errorf("without -dsn: %v; want an error naming -dsn", err)
+	}
+	if err := run(ctx, []string{"-h"}, io.Discard); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: %v; want flag.ErrHelp", err)
+	}
+	if s := st.SSM.Stats(); s.SessionsStarted != 0 {
+		t.Fatalf("%d sessions started for bad flags", s.SessionsStarted)
+	}
+}

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
+
+	"github.com/jumpless/jumpless/examples/internal/exampleflags"
+	"github.com/jumpless/jumpless/examples/internal/exampletest"
+	"github.com/jumpless/jumpless/internal/testenv"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// TestPostgresExampleRowsWrongOrSessionLeft runs the example as a user
+// would against AWS (AWS settings from the environment, known_hosts entry
+// for the instance id), with the emulator, a real sshd and the real
+// PostgreSQL, and compares the printed rows with the rows inserted.
+func TestPostgresExampleRowsWrongOrSessionLeft(t *testing.T) {
+	dsn := testenv.PostgresDSN(t)
+	st := exampletest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	direct, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Close(context.Background())
+	table := pgx.Identifier{fmt.Sprintf("jl_example_pg_%d", time.Now().UnixNano()%1e9)}.Sanitize()
+	if _, err := direct.Exec(ctx, "CREATE TABLE "+table+" (id int PRIMARY KEY, name text NOT NULL, total bigint NOT NULL)"); err != nil {
+		t.Fatal(err)
+	}
+	defer direct.Exec(context.Background(), "DROP TABLE "+table)
+	var want strings.Builder
+	for i := 1; i <= 50; i++ {
+		name := fmt.Sprintf("row %d", i*7)
+		total := int64(i) * 1_000_000_007
+		if _, err := direct.Exec(ctx, "INSERT INTO "+table+" VALUES ($1, $2, $3)", i, name, total); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintln(&want, i, name, total)
+	}
+
+	var out bytes.Buffer
+	args := append(st.TunnelArgs(), "-dsn", dsn, "-query", "SELECT id, name, total FROM "+table+" ORDER BY id")
+	if err := run(ctx, args, &out); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	if out.String() != want.String() {
+		t.Fatalf("printed:\n%s\nwant:\n%s", out.String(), want.String())
+	}
+	if s := st.SSM.Stats(); s.SessionsStarted != 1 || s.SessionsOpen != 0 {
+		t.Fatalf("emulator: %d sessions started, %d open; want 1 started through SSM and none left open", s.SessionsStarted, s.SessionsOpen)
+	}
+}
+
+// TestPostgresExampleBadFlagsStartSession checks that missing flags are
+// reported before any SSM session is started.
+func TestPostgresExampleBadFlagsStartSession(t *testing.T) {
+	st := exampletest.Start(t)
+	ctx := context.Background()
+	if err := run(ctx, []string{"-dsn", "postgres://127.0.0.1/test"}, io.Discard); !errors.Is(err, exampleflags.ErrNoTarget) {
+		t.Errorf("without -target: %v; want ErrNoTarget", err)
+	}
+	if err := run(ctx, st.TunnelArgs(), io.Discard); err == nil || !strings.Contains(err.Error(), "-dsn") {
+		t.Errorf("without -dsn: %v; want an error naming -dsn", err)
+	}
+	if err := run(ctx, []string{"-h"}, io.Discard); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: %v; want flag.ErrHelp", err)
+	}
+	if s := st.SSM.Stats(); s.SessionsStarted != 0 {
+		t.Fatalf("%d sessions started for bad flags", s.SessionsStarted)
+	}
+}
