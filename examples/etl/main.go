@@ -22,8 +22,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"reflect"
 	"strings"
 
@@ -35,17 +33,7 @@ import (
 	"github.com/jumpless/jumpless/tunnel"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
-		}
-		fmt.Fprintln(os.Stderr, "etl:", err)
-		os.Exit(1)
-	}
-}
+func main() { exampleflags.Main("etl", run) }
 
 // run parses args, opens the tunnel and runs the copy, reporting the
 // counts and the tunnel's statistics on stdout.

@@ -18,24 +18,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 
 	"github.com/jumpless/jumpless/dialer"
 	"github.com/jumpless/jumpless/examples/internal/exampleflags"
 	"github.com/jumpless/jumpless/tunnel"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
-		}
-		fmt.Fprintln(os.Stderr, "mysql:", err)
-		os.Exit(1)
-	}
-}
+func main() { exampleflags.Main("mysql", run) }
 
 // run parses args, runs the query through a tunnel and prints its rows to
 // stdout, one line each; the tunnel's statistics go to stderr.

@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -27,17 +26,7 @@ import (
 	"github.com/jumpless/jumpless/tunnel"
 )
 
-func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
-	defer stop()
-	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return
-		}
-		fmt.Fprintln(os.Stderr, "postgres:", err)
-		os.Exit(1)
-	}
-}
+func main() { exampleflags.Main("postgres", run) }
 
 // run parses args, runs the query through a tunnel and prints its rows to
 // stdout, one line each; the tunnel's statistics go to stderr.

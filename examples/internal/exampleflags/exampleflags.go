@@ -9,7 +9,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
 	"path/filepath"
 
 	"github.com/aws/aws-sdk-go-v2/config"
@@ -60,4 +62,17 @@ func (t *Tunnel) Config(ctx context.Context) (tunnel.Config, error) {
 		SSM: ssm.Config{AWS: awsCfg, Target: t.Target},
 		SSH: sshx.Config{User: t.User, PrivateKeyFile: t.Key, KnownHostsFile: t.KnownHosts},
 	}, nil
+}
+
+// Main runs an example's run function with the process's arguments and
+// standard output, cancelled by Ctrl-C; -h exits 0, any other error is
+// printed as "NAME: ERROR" and exits 1.
+func Main(name string, run func(ctx context.Context, args []string, stdout io.Writer) error) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
 }
