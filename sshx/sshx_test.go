@@ -343,34 +343,8 @@ func serveAgent(t *testing.T, keyring agent.Agent) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Add(1)
-			go func() { defer wg.Done(); agent.ServeAgent(keyring, c); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-		os.RemoveAll(dir)
-	})
+	t.Cleanup(func() { os.RemoveAll(dir) }) // runs after Serve's cleanup
+	testenv.Serve(t, ln, func(c net.Conn) { agent.ServeAgent(keyring, c) })
 	return sock
 }
 
@@ -514,22 +488,8 @@ func TestConfigWithoutHostKeySourceFails(t *testing.T) {
 // TestHandshakeHonoursContext guards a server that never speaks: NewClient
 // returns on ctx expiry and closes the conn.
 func TestHandshakeHonoursContext(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 2)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				close(accepted)
-				return
-			}
-			accepted <- c
-		}
-	}()
+	// A server that accepts and never speaks.
+	addr := testenv.TCPServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 	signer, _ := testenv.NewEd25519Key(t)
 	for _, tc := range []struct {
 		name string
@@ -539,7 +499,7 @@ func TestHandshakeHonoursContext(t *testing.T) {
 		{"ctx", Config{}, 200 * time.Millisecond},
 		{"HandshakeTimeout", Config{HandshakeTimeout: 200 * time.Millisecond}, time.Minute},
 	} {
-		conn := newStallConn(dial(t, ln.Addr().String()))
+		conn := newStallConn(dial(t, addr))
 		ctx, cancel := context.WithTimeout(context.Background(), tc.ctx)
 		tc.cfg.Signers = []ssh.Signer{signer}
 		tc.cfg.InsecureIgnoreHostKey = true
@@ -555,7 +515,6 @@ func TestHandshakeHonoursContext(t *testing.T) {
 		if !conn.isClosed() {
 			t.Fatalf("%s: conn not closed", tc.name)
 		}
-		(<-accepted).Close()
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jumpless/jumpless/internal/testenv"
 	"github.com/jumpless/jumpless/ssm/ssmtest"
 )
 
@@ -14,62 +15,28 @@ const benchChunk = 1 << 20 // bytes per benchmark op
 
 // startSource serves an endless byte stream to every connection.
 func startSource(b *testing.B) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	return testenv.TCPServer(b, func(c net.Conn) {
+		buf := make([]byte, 32<<10)
 		for {
-			c, err := ln.Accept()
-			if err != nil {
+			if _, err := c.Write(buf); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 32<<10)
-				for {
-					if _, err := c.Write(buf); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
-	b.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr().String()
+	})
 }
 
 // startSink counts the bytes it receives.
 func startSink(b *testing.B, n *atomic.Int64) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	return testenv.TCPServer(b, func(c net.Conn) {
+		buf := make([]byte, 64<<10)
 		for {
-			c, err := ln.Accept()
+			k, err := c.Read(buf)
+			n.Add(int64(k))
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 64<<10)
-				for {
-					k, err := c.Read(buf)
-					n.Add(int64(k))
-					if err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
-	b.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr().String()
+	})
 }
 
 var pacings = []ssmtest.Pacing{ssmtest.Unpaced, ssmtest.Realistic}

@@ -124,30 +124,9 @@ func TestSSMSessionsShareOneSession(t *testing.T) {
 func TestOpenCancelLeavesSessionBehind(t *testing.T) {
 	// A target that accepts TCP and never speaks SSH: Open hangs in the
 	// SSH handshake until ctx is cancelled.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 16)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				close(accepted)
-				return
-			}
-			accepted <- c
-		}
-	}()
-	defer func() {
-		ln.Close()
-		for c := range accepted {
-			c.Close()
-		}
-	}()
+	silent := testenv.TCPServer(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
 	sshd := testenv.StartSSHD(t)
-	srv := newEmulator(t, ln.Addr().String())
+	srv := newEmulator(t, silent)
 	cfg := ssmConfig(srv, sshd)
 	cfg.Sessions = 2
 

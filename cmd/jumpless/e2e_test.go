@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -350,50 +349,15 @@ func TestForwardStopsOnSIGTERM(t *testing.T) {
 // the test's cleanup.
 func halfCloseServer(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		conns = map[net.Conn]struct{}{}
-	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns[c] = struct{}{}
-			mu.Unlock()
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(2 * time.Minute))
-				h := sha256.New()
-				n, err := io.Copy(h, c)
-				if err != nil {
-					return
-				}
-				fmt.Fprintf(c, "got %d bytes, sha256 %x\n", n, h.Sum(nil))
-			}()
+	return testenv.TCPServer(t, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(2 * time.Minute))
+		h := sha256.New()
+		n, err := io.Copy(h, c)
+		if err != nil {
+			return
 		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
+		fmt.Fprintf(c, "got %d bytes, sha256 %x\n", n, h.Sum(nil))
 	})
-	return ln.Addr().String()
 }
 
 // TestForwardPassesALocalHalfCloseToTheTarget guards half-close through the

@@ -1,12 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"context"
-	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +10,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"go.uber.org/goleak"
 
-	"github.com/jumpless/jumpless/examples/internal/exampleflags"
 	"github.com/jumpless/jumpless/examples/internal/exampletest"
 	"github.com/jumpless/jumpless/internal/testenv"
 )
@@ -53,34 +48,11 @@ func TestPostgresExampleRowsWrongOrSessionLeft(t *testing.T) {
 		fmt.Fprintln(&want, i, name, total)
 	}
 
-	var out bytes.Buffer
-	args := append(st.TunnelArgs(), "-dsn", dsn, "-query", "SELECT id, name, total FROM "+table+" ORDER BY id")
-	if err := run(ctx, args, &out); err != nil {
-		t.Fatalf("run: %v\n%s", err, out.String())
-	}
-	if out.String() != want.String() {
-		t.Fatalf("printed:\n%s\nwant:\n%s", out.String(), want.String())
-	}
-	if s := st.SSM.Stats(); s.SessionsStarted != 1 || s.SessionsOpen != 0 {
-		t.Fatalf("emulator: %d sessions started, %d open; want 1 started through SSM and none left open", s.SessionsStarted, s.SessionsOpen)
-	}
+	st.CheckQuery(ctx, t, run, dsn, "SELECT id, name, total FROM "+table+" ORDER BY id", want.String())
 }
 
 // TestPostgresExampleBadFlagsStartSession checks that missing flags are
 // reported before any SSM session is started.
 func TestPostgresExampleBadFlagsStartSession(t *testing.T) {
-	st := exampletest.Start(t)
-	ctx := context.Background()
-	if err := run(ctx, []string{"-dsn", "postgres://127.0.0.1/test"}, io.Discard); !errors.Is(err, exampleflags.ErrNoTarget) {
-		t.Errorf("without -target: %v; want ErrNoTarget", err)
-	}
-	if err := run(ctx, st.TunnelArgs(), io.Discard); err == nil || !strings.Contains(err.Error(), "-dsn") {
-		t.Errorf("without -dsn: %v; want an error naming -dsn", err)
-	}
-	if err := run(ctx, []string{"-h"}, io.Discard); !errors.Is(err, flag.ErrHelp) {
-		t.Errorf("-h: %v; want flag.ErrHelp", err)
-	}
-	if s := st.SSM.Stats(); s.SessionsStarted != 0 {
-		t.Fatalf("%d sessions started for bad flags", s.SessionsStarted)
-	}
+	exampletest.Start(t).CheckBadFlags(t, run, "postgres://127.0.0.1/test")
 }

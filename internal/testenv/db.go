@@ -27,8 +27,7 @@ const (
 // the test (fails it in CI) when the server does not accept TCP connections.
 func MySQLDSN(t testing.TB) string {
 	t.Helper()
-	dsn, addr := mysqlDSN(t)
-	checkReachable(t, "MySQL/MariaDB", addr, EnvMySQLDSN)
+	dsn, _ := mysqlDB.lookup(t)
 	return dsn
 }
 
@@ -37,8 +36,7 @@ func MySQLDSN(t testing.TB) string {
 // test (fails it in CI) when the server is not reachable.
 func MySQLAddr(t testing.TB) string {
 	t.Helper()
-	_, addr := mysqlDSN(t)
-	checkReachable(t, "MySQL/MariaDB", addr, EnvMySQLDSN)
+	_, addr := mysqlDB.lookup(t)
 	return addr
 }
 
@@ -47,8 +45,7 @@ func MySQLAddr(t testing.TB) string {
 // CI) when the server does not accept TCP connections.
 func PostgresDSN(t testing.TB) string {
 	t.Helper()
-	dsn, addr := postgresDSN(t)
-	checkReachable(t, "PostgreSQL", addr, EnvPostgresDSN)
+	dsn, _ := postgresDB.lookup(t)
 	return dsn
 }
 
@@ -57,34 +54,37 @@ func PostgresDSN(t testing.TB) string {
 // test (fails it in CI) when the server is not reachable.
 func PostgresAddr(t testing.TB) string {
 	t.Helper()
-	_, addr := postgresDSN(t)
-	checkReachable(t, "PostgreSQL", addr, EnvPostgresDSN)
+	_, addr := postgresDB.lookup(t)
 	return addr
 }
 
-func mysqlDSN(t testing.TB) (dsn, addr string) {
-	t.Helper()
-	dsn = os.Getenv(EnvMySQLDSN)
-	if dsn == "" {
-		dsn = DefaultMySQLDSN
-	}
-	addr, err := mysqlAddrFromDSN(dsn)
-	if err != nil {
-		t.Fatalf("testenv: %s: %v", EnvMySQLDSN, err)
-	}
-	return dsn, addr
+// testDB describes one test database: how to find its DSN and address.
+type testDB struct {
+	name       string // for messages, e.g. "PostgreSQL"
+	env        string // environment variable overriding defaultDSN
+	defaultDSN string
+	addr       func(dsn string) (string, error) // host:port from a DSN
 }
 
-func postgresDSN(t testing.TB) (dsn, addr string) {
+var (
+	mysqlDB    = testDB{"MySQL/MariaDB", EnvMySQLDSN, DefaultMySQLDSN, mysqlAddrFromDSN}
+	postgresDB = testDB{"PostgreSQL", EnvPostgresDSN, DefaultPostgresDSN, postgresAddrFromDSN}
+)
+
+// lookup returns the DSN ($env, else defaultDSN) and host:port of db. It
+// fails the test on an unusable DSN and skips it (fails it in CI) when the
+// server does not accept TCP connections.
+func (db testDB) lookup(t testing.TB) (dsn, addr string) {
 	t.Helper()
-	dsn = os.Getenv(EnvPostgresDSN)
+	dsn = os.Getenv(db.env)
 	if dsn == "" {
-		dsn = DefaultPostgresDSN
+		dsn = db.defaultDSN
 	}
-	addr, err := postgresAddrFromDSN(dsn)
+	addr, err := db.addr(dsn)
 	if err != nil {
-		t.Fatalf("testenv: %s: %v", EnvPostgresDSN, err)
+		t.Fatalf("testenv: %s: %v", db.env, err)
 	}
+	checkReachable(t, db.name, addr, db.env)
 	return dsn, addr
 }
 

@@ -13,10 +13,32 @@ import (
 // are closed and waited for in t.Cleanup.
 func EchoServer(t testing.TB) string {
 	t.Helper()
+	return TCPServer(t, func(c net.Conn) {
+		_, _ = io.Copy(c, c)
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.CloseWrite()
+		}
+	})
+}
+
+// TCPServer starts a TCP server on 127.0.0.1:0 that runs handle for each
+// accepted connection (see Serve) and returns its address.
+func TCPServer(t testing.TB, handle func(c net.Conn)) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatalf("testenv: echo server: %v", err)
+		t.Fatalf("testenv: listen: %v", err)
 	}
+	Serve(t, ln, handle)
+	return ln.Addr().String()
+}
+
+// Serve accepts connections on ln and runs handle for each in its own
+// goroutine, closing the connection when handle returns. In t.Cleanup the
+// listener and all open connections are closed (which is how a blocked
+// handle is told to return) and all goroutines are waited for.
+func Serve(t testing.TB, ln net.Listener, handle func(c net.Conn)) {
+	t.Helper()
 	var (
 		mu     sync.Mutex
 		conns  = map[net.Conn]struct{}{}
@@ -42,10 +64,7 @@ func EchoServer(t testing.TB) string {
 			mu.Unlock()
 			go func() {
 				defer wg.Done()
-				_, _ = io.Copy(c, c)
-				if tc, ok := c.(*net.TCPConn); ok {
-					_ = tc.CloseWrite()
-				}
+				handle(c)
 				c.Close()
 				mu.Lock()
 				delete(conns, c)
@@ -63,5 +82,4 @@ func EchoServer(t testing.TB) string {
 		mu.Unlock()
 		wg.Wait()
 	})
-	return ln.Addr().String()
 }

@@ -830,30 +830,12 @@ func TestAddrAndCACertPEM(t *testing.T) {
 
 func TestGatewayAnswersPings(t *testing.T) {
 	_, _, _, c := echoSession(t, ssmtest.Config{})
-	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
-	ws, _, err := d.Dial(c.url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
 	// A second websocket with the current token replaces the first (like a
 	// reconnect); it must answer PINGs like MGS does.
-	open, _ := json.Marshal(wire.OpenDataChannel{MessageSchemaVersion: "1.0", RequestID: "r", TokenValue: c.token, ClientID: "c"})
-	if err := ws.WriteMessage(websocket.TextMessage, open); err != nil {
-		t.Fatal(err)
-	}
-	pong := make(chan string, 1)
-	ws.SetPongHandler(func(s string) error { pong <- s; return nil })
+	ws, pong := pingWebsocket(t, c)
 	if err := ws.WriteControl(websocket.PingMessage, []byte("keepalive"), time.Now().Add(time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	go func() {
-		for {
-			if _, _, err := ws.ReadMessage(); err != nil {
-				return
-			}
-		}
-	}()
 	select {
 	case p := <-pong:
 		if p != "keepalive" {
@@ -862,6 +844,34 @@ func TestGatewayAnswersPings(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no pong")
 	}
+}
+
+// pingWebsocket opens a second websocket to c's session with c's token
+// (replacing c's, like a reconnect) and reads from it in a goroutine, so
+// that PONGs arrive on the returned channel. The websocket is closed in
+// t.Cleanup.
+func pingWebsocket(t *testing.T, c *rawClient) (*websocket.Conn, <-chan string) {
+	t.Helper()
+	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	ws, _, err := d.Dial(c.url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	open, _ := json.Marshal(wire.OpenDataChannel{MessageSchemaVersion: "1.0", RequestID: "r", TokenValue: c.token, ClientID: "c"})
+	if err := ws.WriteMessage(websocket.TextMessage, open); err != nil {
+		t.Fatal(err)
+	}
+	pong := make(chan string, 4)
+	ws.SetPongHandler(func(s string) error { pong <- s; return nil })
+	go func() {
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	return ws, pong
 }
 
 // TestKillWebsocketMidDownloadWithGatewayReplay guards

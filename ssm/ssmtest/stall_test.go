@@ -10,7 +10,6 @@ import (
 	ssmsdk "github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/gorilla/websocket"
 
-	"github.com/jumpless/jumpless/ssm/internal/wire"
 	"github.com/jumpless/jumpless/ssm/ssmtest"
 )
 
@@ -59,25 +58,7 @@ func TestStallWebsocketIsABlackHoleUntilResume(t *testing.T) {
 // StallWebsocket: the gateway answers PINGs until the stall and not after.
 func TestStalledWebsocketDoesNotAnswerPings(t *testing.T) {
 	srv, _, out, c := echoSession(t, ssmtest.Config{})
-	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
-	ws, _, err := d.Dial(c.url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
-	open, _ := json.Marshal(wire.OpenDataChannel{MessageSchemaVersion: "1.0", RequestID: "r", TokenValue: c.token, ClientID: "c"})
-	if err := ws.WriteMessage(websocket.TextMessage, open); err != nil {
-		t.Fatal(err)
-	}
-	pong := make(chan string, 4)
-	ws.SetPongHandler(func(s string) error { pong <- s; return nil })
-	go func() {
-		for {
-			if _, _, err := ws.ReadMessage(); err != nil {
-				return
-			}
-		}
-	}()
+	ws, pong := pingWebsocket(t, c)
 	ping := func(data string) bool {
 		if err := ws.WriteControl(websocket.PingMessage, []byte(data), time.Now().Add(time.Second)); err != nil {
 			t.Fatal(err)

@@ -6,9 +6,16 @@
 package exampletest
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"io"
 	"os"
+	"strings"
 	"testing"
 
+	"github.com/jumpless/jumpless/examples/internal/exampleflags"
 	"github.com/jumpless/jumpless/internal/testenv"
 	"github.com/jumpless/jumpless/ssm/ssmtest"
 )
@@ -45,6 +52,49 @@ func (s *Stack) TunnelArgs() []string {
 		"-user", s.SSHD.User,
 		"-key", s.SSHD.ClientKeyPath,
 		"-known-hosts", s.KnownHosts,
+	}
+}
+
+// RunFunc is an example's run function: args are its flags, stdout gets
+// what it prints.
+type RunFunc func(ctx context.Context, args []string, stdout io.Writer) error
+
+// CheckQuery runs run with TunnelArgs and -dsn dsn -query query, and fails
+// t unless it succeeds, prints want, and the emulator started exactly one
+// session and has none left open.
+func (s *Stack) CheckQuery(ctx context.Context, t *testing.T, run RunFunc, dsn, query, want string) {
+	t.Helper()
+	var out bytes.Buffer
+	args := append(s.TunnelArgs(), "-dsn", dsn, "-query", query)
+	if err := run(ctx, args, &out); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	if out.String() != want {
+		t.Fatalf("printed:\n%s\nwant:\n%s", out.String(), want)
+	}
+	if st := s.SSM.Stats(); st.SessionsStarted != 1 || st.SessionsOpen != 0 {
+		t.Fatalf("emulator: %d sessions started, %d open; want 1 started through SSM and none left open", st.SessionsStarted, st.SessionsOpen)
+	}
+}
+
+// CheckBadFlags fails t unless run rejects a missing -target
+// (exampleflags.ErrNoTarget), a missing -dsn (an error naming -dsn) and -h
+// (flag.ErrHelp), all before any SSM session is started. dsn is a valid
+// -dsn value.
+func (s *Stack) CheckBadFlags(t *testing.T, run RunFunc, dsn string) {
+	t.Helper()
+	ctx := context.Background()
+	if err := run(ctx, []string{"-dsn", dsn}, io.Discard); !errors.Is(err, exampleflags.ErrNoTarget) {
+		t.Errorf("without -target: %v; want ErrNoTarget", err)
+	}
+	if err := run(ctx, s.TunnelArgs(), io.Discard); err == nil || !strings.Contains(err.Error(), "-dsn") {
+		t.Errorf("without -dsn: %v; want an error naming -dsn", err)
+	}
+	if err := run(ctx, []string{"-h"}, io.Discard); !errors.Is(err, flag.ErrHelp) {
+		t.Errorf("-h: %v; want flag.ErrHelp", err)
+	}
+	if st := s.SSM.Stats(); st.SessionsStarted != 0 {
+		t.Fatalf("%d sessions started for bad flags", st.SessionsStarted)
 	}
 }
 
