@@ -33,26 +33,17 @@ func (a *authSetup) close() {
 // authMethod), because x/crypto/ssh tries each method name only once.
 func (cfg *Config) authSetup() (*authSetup, error) {
 	a := &authSetup{}
-	if len(cfg.PrivateKey) > 0 || cfg.PrivateKeyFile != "" {
-		pemBytes, path := cfg.PrivateKey, ""
-		if len(pemBytes) == 0 {
-			path = cfg.PrivateKeyFile
-			b, err := os.ReadFile(path)
-			if err != nil {
-				return nil, &KeyError{Path: path, Err: unreadable{cause: err}}
-			}
-			pemBytes = b
-		}
-		s, err := parseKey(pemBytes, cfg.Passphrase)
+	key, src := cfg.key, cfg.keySource
+	if key == nil && (len(cfg.PrivateKey) > 0 || cfg.PrivateKeyFile != "") {
+		var err error
+		key, src, err = loadPrivateKey(cfg.PrivateKey, cfg.PrivateKeyFile, cfg.Passphrase)
 		if err != nil {
-			return nil, &KeyError{Path: path, Err: err}
+			return nil, err
 		}
-		a.signers = append(a.signers, s)
-		src := "PrivateKey"
-		if path != "" {
-			src = "file " + path
-		}
-		a.methods = append(a.methods, fmt.Sprintf("publickey %s (%s %s)", src, s.PublicKey().Type(), ssh.FingerprintSHA256(s.PublicKey())))
+	}
+	if key != nil {
+		a.signers = append(a.signers, key)
+		a.methods = append(a.methods, fmt.Sprintf("publickey %s (%s %s)", src, key.PublicKey().Type(), ssh.FingerprintSHA256(key.PublicKey())))
 	}
 	for _, s := range cfg.Signers {
 		a.signers = append(a.signers, s)
@@ -75,6 +66,27 @@ func (cfg *Config) authSetup() (*authSetup, error) {
 		a.methods = append(a.methods, "publickey agent "+sock)
 	}
 	return a, nil
+}
+
+// loadPrivateKey reads (from pemBytes, else from path) and parses a private
+// key, returning it with its description for AuthError.
+func loadPrivateKey(pemBytes []byte, path string, passphrase []byte) (ssh.Signer, string, error) {
+	src := "PrivateKey"
+	if len(pemBytes) == 0 {
+		src = "file " + path
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, "", &KeyError{Path: path, Err: unreadable{cause: err}}
+		}
+		pemBytes = b
+	} else {
+		path = ""
+	}
+	s, err := parseKey(pemBytes, passphrase)
+	if err != nil {
+		return nil, "", &KeyError{Path: path, Err: err}
+	}
+	return s, src, nil
 }
 
 // authMethod returns the single publickey method over all sources. It

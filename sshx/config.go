@@ -80,6 +80,32 @@ type Config struct {
 	// Logger receives debug and warning records. Zero: no logging. Secrets
 	// are never logged.
 	Logger *slog.Logger
+
+	// key is the private key parsed by LoadKey, and keySource its
+	// description for AuthError ("file PATH" or "PrivateKey").
+	key       ssh.Signer
+	keySource string
+}
+
+// LoadKey reads and decrypts the private key of c (PrivateKey or
+// PrivateKeyFile, with Passphrase) once and returns a copy of c that holds
+// the parsed key instead of the key material and passphrase, so that a
+// config used for several clients (one per SSM session) does not read and
+// decrypt the key, a deliberately slow operation, for every one of them.
+// A config without a private key is returned unchanged. Errors are those
+// NewClient would return (*KeyError, ErrPassphraseMissing,
+// ErrPassphraseWrong).
+func (c Config) LoadKey() (Config, error) {
+	if len(c.PrivateKey) == 0 && c.PrivateKeyFile == "" {
+		return c, nil
+	}
+	s, src, err := loadPrivateKey(c.PrivateKey, c.PrivateKeyFile, c.Passphrase)
+	if err != nil {
+		return c, err
+	}
+	c.key, c.keySource = s, src
+	c.PrivateKey, c.PrivateKeyFile, c.Passphrase = nil, "", nil
+	return c, nil
 }
 
 // withDefaults returns a copy of c with zero fields set to their defaults,
@@ -116,7 +142,7 @@ func (c Config) withDefaults() (Config, error) {
 	if !c.InsecureIgnoreHostKey && c.KnownHostsFile == "" && c.HostKey == nil && c.HostKeyFingerprint == "" {
 		return c, ErrNoHostKeyCheck
 	}
-	if len(c.PrivateKey) == 0 && c.PrivateKeyFile == "" && len(c.Signers) == 0 && !c.Agent && c.AgentSocket == "" {
+	if len(c.PrivateKey) == 0 && c.PrivateKeyFile == "" && c.key == nil && len(c.Signers) == 0 && !c.Agent && c.AgentSocket == "" {
 		return c, ErrNoAuthMethod
 	}
 	return c, nil

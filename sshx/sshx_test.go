@@ -829,3 +829,41 @@ func TestEncryptedPKCS8KeySaysHowToConvert(t *testing.T) {
 	}
 	assertNoSecrets(t, err, p, "p8-secret")
 }
+
+// TestLoadKeyDecryptsOnceAndDropsKeyMaterial guards the config LoadKey
+// returns: it must connect without the key file or passphrase (the key is
+// decrypted once, not per client), must carry no key material or passphrase
+// in its exported fields, and must still report where the key came from.
+func TestLoadKeyDecryptsOnceAndDropsKeyMaterial(t *testing.T) {
+	s := testenv.StartSSHD(t)
+	path, pub := keygen(t, "ed25519", "", "correct horse")
+	s.AuthorizeKey(pub)
+	loaded, err := Config{PrivateKeyFile: path, Passphrase: []byte("correct horse"), HostKey: s.HostKey}.LoadKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if loaded.PrivateKeyFile != "" || loaded.PrivateKey != nil || loaded.Passphrase != nil {
+		t.Fatalf("LoadKey kept key material: file %q, %d key bytes, %d passphrase bytes", loaded.PrivateKeyFile, len(loaded.PrivateKey), len(loaded.Passphrase))
+	}
+	if err := os.Remove(path); err != nil { // a second read would now fail
+		t.Fatal(err)
+	}
+	for range 2 {
+		c := mustConnect(t, s, loaded)
+		c.Close()
+	}
+	if _, err := (Config{PrivateKeyFile: path, HostKey: s.HostKey}).LoadKey(); !errors.Is(err, ErrKeyUnreadable) {
+		t.Fatalf("LoadKey of a missing file: %v, want ErrKeyUnreadable", err)
+	}
+	// A rejected loaded key still names its file in AuthError.
+	other, _ := keygen(t, "ed25519", "", "")
+	wrong, err := Config{PrivateKeyFile: other, HostKey: s.HostKey}.LoadKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = NewClient(context.Background(), dial(t, s.Addr), s.Addr, wrong)
+	var ae *AuthError
+	if !errors.As(err, &ae) || !strings.Contains(strings.Join(ae.Methods, " "), other) {
+		t.Fatalf("want *AuthError naming %s, got %v", other, err)
+	}
+}

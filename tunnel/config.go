@@ -11,7 +11,8 @@ import (
 // prepare validates c and returns it with defaults applied. It makes no
 // network call: the SSM config is checked with ssm.Config.Validate (unless
 // DialBastion replaces ssm.Dial) and the SSH config with
-// sshx.Config.Validate, so a bad Config never starts a session.
+// sshx.Config.Validate, so a bad Config never starts a session. The SSH
+// private key is loaded once here (sshx.Config.LoadKey).
 func (c Config) prepare() (Config, error) {
 	if c.Sessions < 0 || c.Sessions > MaxSessions {
 		return c, &ConfigError{Field: "Sessions", Problem: fmt.Sprintf("%d is out of range: want 0 (one session) to %d", c.Sessions, MaxSessions)}
@@ -40,9 +41,11 @@ func (c Config) prepare() (Config, error) {
 			return c, ssmConfigError(err)
 		}
 	}
-	if err := validateSSH(c.SSH); err != nil {
+	ssh, err := prepareSSH(c.SSH)
+	if err != nil {
 		return c, err
 	}
+	c.SSH = ssh
 	return c, nil
 }
 

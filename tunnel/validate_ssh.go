@@ -6,13 +6,18 @@ import (
 	"github.com/jumpless/jumpless/sshx"
 )
 
-// validateSSH checks the SSH part of the config before any network call:
+// prepareSSH checks the SSH part of the config before any network call:
 // credentials and host key sources present, key file readable and
-// decryptable, known_hosts readable (sshx.Config.Validate).
-func validateSSH(c sshx.Config) error {
-	err := c.Validate()
+// decryptable, known_hosts readable (sshx.Config.Validate). It returns the
+// config with the private key loaded (sshx.Config.LoadKey), so that the key
+// is read and decrypted once, not once per session.
+func prepareSSH(c sshx.Config) (sshx.Config, error) {
+	loaded, err := c.LoadKey()
 	if err == nil {
-		return nil
+		err = loaded.Validate()
+	}
+	if err == nil {
+		return loaded, nil
 	}
 	field := "SSH"
 	var ke *sshx.KeyError
@@ -26,5 +31,5 @@ func validateSSH(c sshx.Config) error {
 	case errors.Is(err, sshx.ErrNoAuthMethod):
 		field = "SSH.PrivateKeyFile"
 	}
-	return &ConfigError{Field: field, Problem: "rejected by package sshx", Err: err}
+	return c, &ConfigError{Field: field, Problem: "rejected by package sshx", Err: err}
 }
