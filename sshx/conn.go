@@ -566,38 +566,29 @@ func (tc *tunnelConn) RemoteAddr() net.Addr { return tc.raddr }
 func (tc *tunnelConn) LocalAddr() net.Addr { return localAddr }
 
 // SetDeadline sets the read and write deadlines.
-func (tc *tunnelConn) SetDeadline(t time.Time) error {
-	tc.mu.Lock()
-	defer tc.mu.Unlock()
-	if tc.closed {
-		return tc.opErr("set", net.ErrClosed)
-	}
-	tc.rdl.set(t)
-	tc.wdl.set(t)
-	return nil
-}
+func (tc *tunnelConn) SetDeadline(t time.Time) error { return tc.setDeadlines(t, true, true) }
 
 // SetReadDeadline sets the deadline for Read; it interrupts a blocked Read.
-func (tc *tunnelConn) SetReadDeadline(t time.Time) error {
-	tc.mu.Lock()
-	defer tc.mu.Unlock()
-	if tc.closed {
-		return tc.opErr("set", net.ErrClosed)
-	}
-	tc.rdl.set(t)
-	return nil
-}
+func (tc *tunnelConn) SetReadDeadline(t time.Time) error { return tc.setDeadlines(t, true, false) }
 
 // SetWriteDeadline sets the deadline for Write and CloseWrite; it
 // interrupts one blocked on a full buffer. Data already accepted stays
 // queued.
-func (tc *tunnelConn) SetWriteDeadline(t time.Time) error {
+func (tc *tunnelConn) SetWriteDeadline(t time.Time) error { return tc.setDeadlines(t, false, true) }
+
+// setDeadlines sets the read and/or write deadline to t.
+func (tc *tunnelConn) setDeadlines(t time.Time, read, write bool) error {
 	tc.mu.Lock()
 	defer tc.mu.Unlock()
 	if tc.closed {
 		return tc.opErr("set", net.ErrClosed)
 	}
-	tc.wdl.set(t)
+	if read {
+		tc.rdl.set(t)
+	}
+	if write {
+		tc.wdl.set(t)
+	}
 	return nil
 }
 

@@ -54,15 +54,7 @@ func (w *sendWindow) ack(seq int64) *outMsg {
 		w.head++
 		w.base++
 	}
-	if w.head == len(w.q) {
-		w.q = w.q[:0]
-		w.head = 0
-	} else if w.head > 256 && w.head > len(w.q)/2 {
-		k := copy(w.q, w.q[w.head:])
-		clear(w.q[k:])
-		w.q = w.q[:k]
-		w.head = 0
-	}
+	w.q, w.head = compactHead(w.q, w.head)
 	return m
 }
 
@@ -133,15 +125,7 @@ func (f *fifo[T]) pop() T {
 	var zero T
 	f.q[f.head] = zero
 	f.head++
-	if f.head == len(f.q) {
-		f.q = f.q[:0]
-		f.head = 0
-	} else if f.head > 256 && f.head > len(f.q)/2 {
-		k := copy(f.q, f.q[f.head:])
-		clear(f.q[k:])
-		f.q = f.q[:k]
-		f.head = 0
-	}
+	f.q, f.head = compactHead(f.q, f.head)
 	return v
 }
 
@@ -149,4 +133,20 @@ func (f *fifo[T]) reset() {
 	clear(f.q)
 	f.q = f.q[:0]
 	f.head = 0
+}
+
+// compactHead drops the consumed prefix q[:head] of a head-indexed queue:
+// at once when the queue is empty, otherwise only once the prefix is large
+// (over 256 and over half), so that pops stay O(1) amortised and the slice's
+// memory is reused.
+func compactHead[T any](q []T, head int) ([]T, int) {
+	if head == len(q) {
+		return q[:0], 0
+	}
+	if head > 256 && head > len(q)/2 {
+		k := copy(q, q[head:])
+		clear(q[k:])
+		return q[:k], 0
+	}
+	return q, head
 }

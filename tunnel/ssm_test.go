@@ -1,7 +1,6 @@
 package tunnel_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -14,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -289,7 +287,7 @@ func TestLogsLeakSecrets(t *testing.T) {
 	passphrase := "correct horse battery staple"
 	cfg.SSH.PrivateKeyFile = encryptedKey(t, sshd, []byte(passphrase))
 	cfg.SSH.Passphrase = []byte(passphrase)
-	var logs syncBuffer
+	var logs testenv.SyncBuffer
 	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	tun := open(t, cfg)
 	dial(t, tun, echo).Close()
@@ -309,23 +307,6 @@ func TestLogsLeakSecrets(t *testing.T) {
 			t.Errorf("logs contain the %s", name)
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 func TestCancelAfterOpenKillsTunnel(t *testing.T) {

@@ -53,7 +53,7 @@ type SSHD struct {
 
 	t        testing.TB
 	cmd      *exec.Cmd
-	logs     *syncBuffer
+	logs     *SyncBuffer
 	exited   chan struct{}
 	authPath string
 	authMu   sync.Mutex
@@ -163,7 +163,7 @@ LogLevel VERBOSE
 // start runs sshd and waits for its banner; on failure nothing is left
 // running.
 func (s *SSHD) start(confPath, addr string) error {
-	logs := &syncBuffer{}
+	logs := &SyncBuffer{}
 	cmd := exec.Command(SSHDPath, "-D", "-e", "-f", confPath)
 	cmd.Stdout = logs
 	cmd.Stderr = logs
@@ -393,18 +393,22 @@ func freePort() (int, error) {
 	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
-type syncBuffer struct {
+// SyncBuffer is a bytes.Buffer safe for concurrent writers, for capturing
+// logs (an sshd's, a slog handler's) while a test runs.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
+// Write appends p.
+func (b *SyncBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.Write(p)
 }
 
-func (b *syncBuffer) String() string {
+// String returns what was written so far.
+func (b *SyncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()

@@ -13,32 +13,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ssmsdk "github.com/aws/aws-sdk-go-v2/service/ssm"
 
+	"github.com/jumpless/jumpless/internal/testenv"
 	"github.com/jumpless/jumpless/ssm/ssmtest"
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // pluginPath returns the session-manager-plugin binary named by
 // JUMPLESS_SSM_PLUGIN (AWS's plugin, built from aws/session-manager-plugin);
@@ -144,7 +127,7 @@ func TestRealPluginPortForwardingMux(t *testing.T) {
 	bin := pluginPath(t)
 	target := startTCP(t, echo)
 	_, port, _ := net.SplitHostPort(target.ln.Addr().String())
-	var logBuf syncBuffer
+	var logBuf testenv.SyncBuffer
 	srv := newServer(t, ssmtest.Config{Strict: true, Targets: map[string]string{instance: "127.0.0.1"},
 		Logger: slog.New(slog.NewTextHandler(&logBuf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	api := ssmsdk.NewFromConfig(srv.AWSConfig())
