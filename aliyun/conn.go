@@ -63,6 +63,8 @@ type Conn struct {
 	closing   chan struct{}
 	closeOnce sync.Once
 	closeErr  error
+	done      chan struct{} // closed when the connection has ended
+	doneOnce  sync.Once
 	readDone  chan struct{}
 	wg        sync.WaitGroup
 
@@ -83,6 +85,7 @@ func newConn(ws *websocket.Conn, s *Session, idx int) *Conn {
 		rspace:   make(chan struct{}, 1),
 		closing:  make(chan struct{}),
 		readDone: make(chan struct{}),
+		done:     make(chan struct{}),
 		rdl:      makeDeadline(),
 		wdl:      makeDeadline(),
 	}
@@ -244,6 +247,7 @@ func (c *Conn) fail(err error) {
 	c.mu.Unlock()
 	kick(c.rkick)
 	c.markReady()
+	c.doneOnce.Do(func() { close(c.done) })
 }
 
 func (c *Conn) failed() error {
@@ -453,6 +457,13 @@ func (c *Conn) Stats() ConnStats {
 
 // Session returns the session the connection belongs to.
 func (c *Conn) Session() *Session { return c.sess }
+
+// ID is the session id ("s-…") the connection belongs to.
+func (c *Conn) ID() string { return c.sess.id }
+
+// Done is closed when the connection has ended (Close, a Status from the
+// server, a lost websocket); Err then says why.
+func (c *Conn) Done() <-chan struct{} { return c.done }
 
 // Err returns why the connection ended, or nil while it is open.
 func (c *Conn) Err() error { return c.failed() }
