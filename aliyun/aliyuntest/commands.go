@@ -1,9 +1,13 @@
 package aliyuntest
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"golang.org/x/crypto/ssh"
 	"net/url"
+	"os"
+	"strings"
 	"time"
 )
 
@@ -49,6 +53,10 @@ func (s *Server) commandAction(action string, p url.Values) (any, *apiError) {
 			hook := s.keyHook
 			s.mu.Unlock()
 			switch {
+			case hook == nil && s.cfg.AuthorizedKeys != "":
+				if err := s.installKey(params["sshPublicKey"]); err != nil {
+					inv.status, inv.output = "Failed", err.Error()
+				}
 			case hook == nil:
 				inv.status, inv.output = "Failed", "config_ecs_instance_connect is not installed"
 			default:
@@ -68,11 +76,50 @@ func (s *Server) commandAction(action string, p url.Values) (any, *apiError) {
 		if !ok {
 			return nil, &apiError{404, "InvalidInvokeId.NotFound", "The specified InvokeId does not exist."}
 		}
+		output := base64.StdEncoding.EncodeToString([]byte(inv.output))
+		if p.Get("ContentEncoding") == "PlainText" {
+			output = inv.output
+		}
 		return map[string]any{"Invocation": map[string]any{"InvocationResults": map[string]any{"InvocationResult": []map[string]any{{
 			"InvokeId": inv.id, "InstanceId": inv.instance, "InvocationStatus": inv.status, "InvokeRecordStatus": "Finished",
-			"Output": inv.output, "ExitCode": map[bool]int{true: 0, false: 1}[inv.status == "Success"],
+			"Output": output, "ExitCode": map[bool]int{true: 0, false: 1}[inv.status == "Success"],
 			"FinishedTime": time.Now().UTC().Format(time.RFC3339),
 		}}}}}, nil
 	}
 	return nil, &apiError{404, "InvalidAction.NotFound", fmt.Sprintf("%s is not served", action)}
+}
+
+// installKey appends key to Config.AuthorizedKeys and removes it again
+// after KeyWindow, as the instance's plug-in keeps a key for 60 s.
+func (s *Server) installKey(key string) error {
+	pub, _, _, rest, err := ssh.ParseAuthorizedKey([]byte(key))
+	if err != nil || len(strings.TrimSpace(string(rest))) != 0 {
+		return fmt.Errorf("sshPublicKey is not one OpenSSH public key")
+	}
+	line := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(pub))) + " jumpless-emulated-temporary-key-" + randHex(4) + "\n"
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
+	f, err := os.OpenFile(s.cfg.AuthorizedKeys, os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.WriteString(line)
+	f.Close()
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.keyTimers = append(s.keyTimers, time.AfterFunc(s.cfg.KeyWindow, func() { s.removeKey(line) }))
+	return nil
+}
+
+func (s *Server) removeKey(line string) {
+	s.keyMu.Lock()
+	defer s.keyMu.Unlock()
+	b, err := os.ReadFile(s.cfg.AuthorizedKeys)
+	if err != nil {
+		return
+	}
+	os.WriteFile(s.cfg.AuthorizedKeys, []byte(strings.Replace(string(b), line, "", 1)), 0o600)
 }

@@ -68,6 +68,15 @@ type Config struct {
 	// fails with SessionLimitExceeded (code name assumed). Zero: 20.
 	SessionLimit int
 
+	// AuthorizedKeys is an sshd authorized_keys file: InvokeCommand of
+	// SendPublicKeyCommand appends the key there and removes it after
+	// KeyWindow (unless OnSendPublicKey set a hook). "": the command fails,
+	// as on an instance without the config_ecs_instance_connect plug-in.
+	AuthorizedKeys string
+
+	// KeyWindow is how long a temporary key stays installed. Zero: 60 s.
+	KeyWindow time.Duration
+
 	// Logger receives the emulator's logs. Nil: none.
 	Logger *slog.Logger
 }
@@ -104,6 +113,8 @@ type Server struct {
 
 	invocations map[string]*invocation
 	keyHook     func(instance, user, publicKey string) error
+	keyMu       sync.Mutex
+	keyTimers   []*time.Timer
 
 	stats struct {
 		started, ended, connsTotal, dials, toTarget, toClient, keepalives, closes, dropped, sigFail atomic.Int64
@@ -126,6 +137,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.IdleTimeout == 0 {
 		cfg.IdleTimeout = DefaultIdleTimeout
+	}
+	if cfg.KeyWindow == 0 {
+		cfg.KeyWindow = 60 * time.Second
 	}
 	if cfg.SessionLimit == 0 {
 		cfg.SessionLimit = DefaultSessionLimit
@@ -259,6 +273,9 @@ func (s *Server) Close() error {
 		return nil
 	}
 	s.closed = true
+	for _, t := range s.keyTimers {
+		t.Stop()
+	}
 	var chans []*channel
 	for _, ss := range s.sessions {
 		for c := range ss.chans {
