@@ -44,3 +44,19 @@ func (t *Transport) Dial(ctx context.Context, addr string) (*Conn, error) {
 	}
 	return Dial(ctx, cfg)
 }
+
+// DialContext implements the dialer package's ContextDialer: each
+// connection is its own session to addr as the instance resolves it
+// ("direct" mode, no SSH). network must be "tcp", "tcp4" or "tcp6".
+func (t *Transport) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return nil, &ConfigError{Field: "network", Problem: strconv.Quote(network) + ": Session Manager forwards TCP only"}
+	}
+	c, err := t.Dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
