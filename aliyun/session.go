@@ -313,3 +313,7 @@ func ctxErr(ctx context.Context) error {
 	}
 	return nil
 }
+
+// WebSocketURL is the session's WebSocketUrl. It carries the session's
+// token: never log it.
+func (s *Session) WebSocketURL() string { return s.url }
