@@ -50,6 +50,11 @@ type channel struct {
 
 	closed chan struct{}
 	once   sync.Once
+
+	// relay to a real agent (Config.RealAgent)
+	relay    bool
+	agentWS  *websocket.Conn
+	agentSeq int64
 }
 
 // serveClient is the client leg: GET /session?sessionId=…&token=….
@@ -105,6 +110,13 @@ func (s *Server) serveClient(w http.ResponseWriter, r *http.Request) {
 	}()
 	if s.cfg.FlowLimit > 0 {
 		c.status(axt.StatusRate, nil, uint32(min(s.cfg.FlowLimit, 1<<32-1)))
+	}
+	if ss.instance == s.cfg.RealAgent {
+		c.relay = true
+		s.agent.startRelay(c)
+		defer s.agent.stopRelay(c)
+		c.readClient()
+		return
 	}
 	c.targetWG.Add(2)
 	go c.dialLater()
@@ -214,6 +226,20 @@ func (c *channel) readClient() {
 			continue // the agent drops what does not decode or has no timestamp
 		}
 		c.lastIn.Store(time.Now().UnixNano())
+		if c.relay {
+			switch m.Type {
+			case axt.Input, axt.Close:
+				if m.Type == axt.Input && len(m.Payload) == 0 {
+					c.s.stats.keepalives.Add(1)
+				}
+				if m.Type == axt.Close {
+					c.s.stats.closes.Add(1)
+				}
+				c.waitStall()
+				c.relayToAgent(m.Type, m.Payload)
+			}
+			continue
+		}
 		switch m.Type {
 		case axt.Input:
 			if len(m.Payload) == 0 {
@@ -332,6 +358,9 @@ func (c *channel) kill() {
 		c.mu.Lock()
 		if c.target != nil {
 			c.target.Close()
+		}
+		if c.agentWS != nil {
+			c.agentWS.Close()
 		}
 		c.mu.Unlock()
 	})

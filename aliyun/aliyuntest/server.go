@@ -77,6 +77,12 @@ type Config struct {
 	// KeyWindow is how long a temporary key stays installed. Zero: 60 s.
 	KeyWindow time.Duration
 
+	// RealAgent is the instance id served by a real Cloud Assistant agent
+	// instead of the emulated one: the server then also listens for the
+	// agent (TLS; see AgentHost, CACertPEM) and relays that instance's
+	// connections to it. "": every instance is emulated.
+	RealAgent string
+
 	// Logger receives the emulator's logs. Nil: none.
 	Logger *slog.Logger
 }
@@ -111,6 +117,7 @@ type Server struct {
 	closed   bool
 	wg       sync.WaitGroup
 
+	agent       *agentLeg
 	invocations map[string]*invocation
 	keyHook     func(instance, user, publicKey string) error
 	keyMu       sync.Mutex
@@ -167,6 +174,12 @@ func NewServer(cfg Config) (*Server, error) {
 	mux.HandleFunc("/session", s.serveClient)
 	mux.HandleFunc("/", s.serveAPI)
 	s.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if cfg.RealAgent != "" {
+		if err := s.startAgentLeg(); err != nil {
+			ln.Close()
+			return nil, err
+		}
+	}
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -284,6 +297,9 @@ func (s *Server) Close() error {
 	}
 	s.mu.Unlock()
 	err := s.http.Close()
+	if s.agent != nil {
+		s.agent.close()
+	}
 	for _, c := range chans {
 		c.kill()
 	}
@@ -295,6 +311,9 @@ func (s *Server) Close() error {
 }
 
 func (s *Server) host(instance string) (string, bool) {
+	if instance != "" && instance == s.cfg.RealAgent {
+		return "", true
+	}
 	h, ok := s.cfg.Instances[instance]
 	return h, ok
 }
