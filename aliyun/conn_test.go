@@ -286,3 +286,40 @@ func TestSessionLimitIsTypedBeforeAndWhenHit(t *testing.T) {
 		t.Fatalf("third session: %v", err)
 	}
 }
+
+// TestInstanceLimitRefusesBeforeTheAPI guards the "before it is hit" half
+// of the 20-session limit: the 21st connection to one instance from this
+// process is refused without a StartTerminalSession call.
+func TestInstanceLimitRefusesBeforeTheAPI(t *testing.T) {
+	cfg := fast()
+	cfg.SessionLimit = 100
+	srv := newServer(t, cfg)
+	echo := testenv.EchoServer(t)
+	var conns []*aliyun.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range aliyun.InstanceSessionLimit {
+		c, err := aliyun.Dial(context.Background(), config(srv, echo))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	before := srv.Stats().APICalls["StartTerminalSession"]
+	_, err := aliyun.Dial(context.Background(), config(srv, echo))
+	if !errors.Is(err, aliyun.ErrSessionLimit) {
+		t.Fatalf("21st connection: %v", err)
+	}
+	if n := srv.Stats().APICalls["StartTerminalSession"]; n != before {
+		t.Fatalf("the API was called for the 21st connection")
+	}
+	conns[0].Close()
+	c, err := aliyun.Dial(context.Background(), config(srv, echo))
+	if err != nil {
+		t.Fatalf("after one Close: %v", err)
+	}
+	conns[0] = c
+}

@@ -97,11 +97,16 @@ func fixURL(u string) string { return strings.Replace(u, "sessionid=", "sessionI
 // connection. Closing the Conn also ends the session. On any error,
 // including ctx's end, the session is ended before Dial returns.
 func Dial(ctx context.Context, cfg Config) (*Conn, error) {
-	s, err := Start(ctx, cfg)
-	if err != nil {
+	// The per-instance limit is checked before any API call.
+	if err := instanceConns.acquire(cfg.Region, cfg.InstanceID); err != nil {
 		return nil, err
 	}
-	c, err := s.Dial(ctx)
+	s, err := Start(ctx, cfg)
+	if err != nil {
+		instanceConns.release(cfg.Region, cfg.InstanceID)
+		return nil, err
+	}
+	c, err := s.dial(ctx, true)
 	if err != nil {
 		s.Close()
 		return nil, err
@@ -117,18 +122,25 @@ func (s *Session) ID() string { return s.id }
 // websocket; the agent opens one TCP connection for it). It refuses a
 // connection beyond InstanceSessionLimit open in this process for the
 // same instance with an error matching ErrSessionLimit.
-func (s *Session) Dial(ctx context.Context) (*Conn, error) {
+func (s *Session) Dial(ctx context.Context) (*Conn, error) { return s.dial(ctx, false) }
+
+// dial opens a connection; acquired says the caller already counted it
+// in instanceConns (it is released on every failure).
+func (s *Session) dial(ctx context.Context, acquired bool) (*Conn, error) {
+	if !acquired {
+		if err := instanceConns.acquire(s.cfg.Region, s.cfg.InstanceID); err != nil {
+			return nil, err
+		}
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
+		instanceConns.release(s.cfg.Region, s.cfg.InstanceID)
 		return nil, ErrClosed
 	}
 	s.dialed++
 	idx := s.dialed
 	s.mu.Unlock()
-	if err := instanceConns.acquire(s.cfg.Region, s.cfg.InstanceID); err != nil {
-		return nil, err
-	}
 	d := websocket.Dialer{
 		HandshakeTimeout: 30 * time.Second,
 		Proxy:            http.ProxyFromEnvironment,
@@ -156,6 +168,7 @@ func (s *Session) Dial(ctx context.Context) (*Conn, error) {
 	if s.closed {
 		s.mu.Unlock()
 		c.Close()
+		instanceConns.release(s.cfg.Region, s.cfg.InstanceID)
 		return nil, ErrClosed
 	}
 	s.conns[c] = struct{}{}
