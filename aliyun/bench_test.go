@@ -41,13 +41,25 @@ func download(b *testing.B, cfg aliyun.Config, size int) time.Duration {
 //
 //	go test -run '^$' -bench DefaultPacingDownload -benchtime 1x ./aliyun/
 func BenchmarkDefaultPacingDownload(b *testing.B) {
+	srv := newServer(b, aliyuntest.Config{Instances: map[string]string{instance: "127.0.0.1"}})
+	benchPacing(b, srv)
+}
+
+// BenchmarkRealAgentDefaultPacingDownload is the same through Alibaba's
+// real agent (root and ../shared/peers/aliyun needed).
+//
+//	go test -run '^$' -bench RealAgentDefaultPacingDownload -benchtime 1x ./aliyun/
+func BenchmarkRealAgentDefaultPacingDownload(b *testing.B) {
+	benchPacing(b, startRealAgent(b, 0))
+}
+
+func benchPacing(b *testing.B, srv *aliyuntest.Server) {
 	const size = 192 << 10
 	payload := make([]byte, size)
 	addr := testenv.TCPServer(b, func(c net.Conn) {
 		c.Write(payload)
 		io.Copy(io.Discard, c)
 	})
-	srv := newServer(b, aliyuntest.Config{Instances: map[string]string{instance: "127.0.0.1"}})
 	cfg := config(srv, addr)
 	cfg.HoldFirstWrite = -1
 	for range b.N {

@@ -20,7 +20,7 @@ import (
 
 // startRealAgent starts the emulator's server side for a real agent and
 // Alibaba's real agent pointed at it.
-func startRealAgent(t *testing.T, flowLimit int64) *aliyuntest.Server {
+func startRealAgent(t testing.TB, flowLimit int64) *aliyuntest.Server {
 	t.Helper()
 	srv := newServer(t, aliyuntest.Config{RealAgent: instance, FlowLimit: flowLimit})
 	agent := realagent.Start(t, srv.AgentHost(), srv.CACertPEM())
