@@ -214,9 +214,12 @@ func TestKeepaliveGoesOutWhenIdle(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	time.Sleep(450 * time.Millisecond)
-	if n := srv.Stats().Keepalives; n < 2 {
-		t.Fatalf("%d keepalives in 450 ms at a 100 ms interval", n)
+	deadline := time.Now().Add(10 * time.Second)
+	for srv.Stats().Keepalives < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d keepalives in 10 s at a 100 ms interval", srv.Stats().Keepalives)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -244,7 +247,7 @@ func TestInputBeforeTheAgentDialsIsHeldNotLost(t *testing.T) {
 	srv := newServer(t, cfg)
 	echo := testenv.EchoServer(t) // a client-speaks-first target
 	acfg := config(srv, echo)
-	acfg.HoldFirstWrite = 600 * time.Millisecond
+	acfg.HoldFirstWrite = 2 * time.Second
 	c, err := aliyun.Dial(context.Background(), acfg)
 	if err != nil {
 		t.Fatal(err)

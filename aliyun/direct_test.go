@@ -142,3 +142,30 @@ func TestDirectMode16ConcurrentConnections(t *testing.T) {
 	}
 	db.Close()
 }
+
+// TestDirectModeTargetServerNamesResolveOnTheInstance: a DSN host other
+// than localhost becomes TargetServer, resolved on the instance's side
+// (the emulator's Hosts), so VPC-private names work.
+func TestDirectModeTargetServerNamesResolveOnTheInstance(t *testing.T) {
+	ecfg := fast()
+	ecfg.Instances = map[string]string{instance: "192.0.2.1"} // the instance's own ports: unreachable
+	ecfg.Hosts = map[string]string{"orders.db.internal": "127.0.0.1"}
+	srv := newServer(t, ecfg)
+	tr, err := aliyun.NewTransport(config(srv, "127.0.0.1:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer waitNoSessions(t, srv)
+	_, port, _ := strings.Cut(testenv.MySQLAddr(t), ":")
+	dsn := strings.Replace(testenv.MySQLDSN(t), testenv.MySQLAddr(t), "orders.db.internal:"+port, 1)
+	db, err := dialer.OpenMySQL(tr, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var one int
+	if err := db.QueryRowContext(tctx(t, 30*time.Second), "SELECT 1").Scan(&one); err != nil || one != 1 {
+		t.Fatalf("SELECT 1 through TargetServer: %d %v", one, err)
+	}
+	db.Close()
+}

@@ -16,13 +16,13 @@ import (
 // TestTempKeyAuthenticatesOnlyWithinItsWindow: a tunnel logs in with an
 // in-memory Ed25519 key registered through Cloud Assistant's public
 // command; the emulator installs it in the real sshd's authorized_keys for
-// the window (shortened to 2 s here; 60 s by default) and a login after the
+// the window (shortened to 4 s here; 60 s by default) and a login after the
 // window is refused.
 func TestTempKeyAuthenticatesOnlyWithinItsWindow(t *testing.T) {
 	sshd := testenv.StartSSHD(t)
 	ecfg := fast()
 	ecfg.AuthorizedKeys = sshd.AuthorizedKeysPath()
-	ecfg.KeyWindow = 2 * time.Second
+	ecfg.KeyWindow = 4 * time.Second
 	srv := newServer(t, ecfg)
 	echo := testenv.EchoServer(t)
 	acfg := config(srv, sshd.Addr)

@@ -127,6 +127,9 @@ func (s *Server) serveClient(w http.ResponseWriter, r *http.Request) {
 // host:port the agent dials.
 func (c *channel) targetAddr() string {
 	host := c.ss.target
+	if ip, ok := c.s.cfg.Hosts[host]; ok && host != "" {
+		host = ip
+	}
 	if host == "" {
 		host, _ = c.s.host(c.ss.instance)
 	}

@@ -39,6 +39,10 @@ type Config struct {
 	// InvalidInstance.NotFound.
 	Instances map[string]string
 
+	// Hosts resolves TargetServer names the way the instance's resolver
+	// would (name → IP). Names not listed are dialled as given.
+	Hosts map[string]string
+
 	// Region is the only region served. "": "cn-hangzhou".
 	Region string
 
