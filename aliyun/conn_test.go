@@ -326,3 +326,70 @@ func TestInstanceLimitRefusesBeforeTheAPI(t *testing.T) {
 	}
 	conns[0] = c
 }
+
+// TestUploadIsChunkedAndPacedToTheLastRate guards the upload rules: Inputs
+// of at most 2048 bytes, one pacing interval (83 ms at the default
+// 204 800 bit/s) between them, and a Status 7 from the server changes the
+// rate.
+func TestUploadIsChunkedAndPacedToTheLastRate(t *testing.T) {
+	cfg := fast()
+	cfg.FlowLimit = 0 // no Status 7 at connect: the client's default rate rules
+	srv := newServer(t, cfg)
+	echo := testenv.TCPServer(t, func(c net.Conn) { io.Copy(io.Discard, c) })
+	c, err := aliyun.Dial(context.Background(), config(srv, echo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if r := c.Stats().UploadRate; r != aliyun.DefaultUploadRate {
+		t.Fatalf("upload rate %d before any Status 7", r)
+	}
+	start := time.Now()
+	if _, err := c.Write(make([]byte, 5*2048+1)); err != nil {
+		t.Fatal(err)
+	}
+	// 6 chunks: the 6th goes out 5 intervals after the first (a lower
+	// bound holds under any load).
+	if d := time.Since(start); d < 5*83*time.Millisecond {
+		t.Fatalf("6 chunks sent in %v; pacing allows no less than %v", d, 5*83*time.Millisecond)
+	}
+	srv.SetRate(c.ID(), 1638400)
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Stats().UploadRate != 1638400 {
+		if time.Now().After(deadline) {
+			t.Fatal("Status 7 not applied")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, err := c.Write(make([]byte, 4096)); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	waitNoSessions(t, srv)
+	st := srv.Stats()
+	if st.InputsReceived != 8 || st.MaxInputPayload != 2048 || st.NormalCloses != 1 {
+		t.Fatalf("inputs %d (want 8), largest %d (want 2048), normal websocket closes %d (want 1)", st.InputsReceived, st.MaxInputPayload, st.NormalCloses)
+	}
+}
+
+func TestStallHoldsBytesAndResumeDeliversThem(t *testing.T) {
+	srv := newServer(t, fast())
+	echo := testenv.EchoServer(t)
+	c, err := aliyun.Dial(context.Background(), config(srv, echo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	srv.Stall(c.ID(), true)
+	c.Write([]byte("held"))
+	c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if n, err := c.Read(make([]byte, 4)); !errors.Is(err, os_ErrDeadlineExceeded()) {
+		t.Fatalf("read through a stalled session: %d %v", n, err)
+	}
+	srv.Stall(c.ID(), false)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "held" {
+		t.Fatalf("%q %v", b, err)
+	}
+}

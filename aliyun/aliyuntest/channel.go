@@ -223,12 +223,24 @@ func (c *channel) readClient() {
 	for {
 		_, b, err := c.ws.ReadMessage()
 		if err != nil {
+			if websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+				c.s.stats.normalCloses.Add(1)
+			}
 			return
 		}
 		if axt.Decode(b, &m) != nil || m.Created == 0 {
 			continue // the agent drops what does not decode or has no timestamp
 		}
 		c.lastIn.Store(time.Now().UnixNano())
+		if m.Type == axt.Input && len(m.Payload) > 0 {
+			c.s.stats.inputs.Add(1)
+			for {
+				cur := c.s.stats.maxInput.Load()
+				if int64(len(m.Payload)) <= cur || c.s.stats.maxInput.CompareAndSwap(cur, int64(len(m.Payload))) {
+					break
+				}
+			}
+		}
 		if c.relay {
 			switch m.Type {
 			case axt.Input, axt.Close:

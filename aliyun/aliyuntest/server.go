@@ -101,6 +101,9 @@ type Stats struct {
 	BytesToTarget, BytesToClient   int64
 	Keepalives                     int64 // empty Inputs received
 	ClosesReceived                 int64 // Close (type 3) received
+	NormalCloses                   int64 // client websockets ended with a close frame 1000
+	InputsReceived                 int64 // non-empty Inputs received
+	MaxInputPayload                int64 // largest Input payload received
 	InputsDropped                  int64 // Input that arrived before the target dial (lost)
 	SignatureFailures              int64
 	APICalls                       map[string]int64
@@ -129,6 +132,7 @@ type Server struct {
 
 	stats struct {
 		started, ended, connsTotal, dials, toTarget, toClient, keepalives, closes, dropped, sigFail atomic.Int64
+		normalCloses, inputs, maxInput                                                              atomic.Int64
 	}
 }
 
@@ -247,6 +251,7 @@ func (s *Server) Stats() Stats {
 		SessionsOpen: open, ConnsOpen: conns, ConnsTotal: s.stats.connsTotal.Load(),
 		TargetDials: s.stats.dials.Load(), BytesToTarget: s.stats.toTarget.Load(), BytesToClient: s.stats.toClient.Load(),
 		Keepalives: s.stats.keepalives.Load(), ClosesReceived: s.stats.closes.Load(), InputsDropped: s.stats.dropped.Load(),
+		NormalCloses: s.stats.normalCloses.Load(), InputsReceived: s.stats.inputs.Load(), MaxInputPayload: s.stats.maxInput.Load(),
 		SignatureFailures: s.stats.sigFail.Load(), APICalls: calls,
 	}
 }
