@@ -393,3 +393,24 @@ func TestStallHoldsBytesAndResumeDeliversThem(t *testing.T) {
 		t.Fatalf("%q %v", b, err)
 	}
 }
+
+// TestCancelDuringStartTerminalSessionEndsTheSession guards the case where
+// ctx ends while StartTerminalSession is in flight and the service has
+// already created the session: Dial returns ctx's error and the session
+// is ended, not left to time out.
+func TestCancelDuringStartTerminalSessionEndsTheSession(t *testing.T) {
+	srv := newServer(t, fast())
+	echo := testenv.EchoServer(t)
+	srv.SetAPIDelay(400 * time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := aliyun.Dial(ctx, config(srv, echo))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Dial = %v", err)
+	}
+	srv.SetAPIDelay(0)
+	waitNoSessions(t, srv)
+	if st := srv.Stats(); st.SessionsStarted != 1 || st.SessionsEnded != 1 {
+		t.Fatalf("started %d, ended %d", st.SessionsStarted, st.SessionsEnded)
+	}
+}

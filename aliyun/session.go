@@ -65,7 +65,25 @@ func Start(ctx context.Context, cfg Config) (*Session, error) {
 	if cfg.ConnectionType != "" {
 		req.ConnectionType = dara.String(cfg.ConnectionType)
 	}
-	resp, err := s.api.StartTerminalSessionWithContext(ctx, req, &dara.RuntimeOptions{})
+	// The call is not abandoned when ctx ends: the service may already
+	// have created the session, and only its answer tells which session to
+	// end. It is cut CloseTimeout after ctx ends at the latest.
+	apiCtx, cancelAPI := context.WithCancel(context.WithoutCancel(ctx))
+	var grace *time.Timer
+	var graceMu sync.Mutex
+	stopWatch := context.AfterFunc(ctx, func() {
+		graceMu.Lock()
+		grace = time.AfterFunc(cfg.CloseTimeout, cancelAPI)
+		graceMu.Unlock()
+	})
+	resp, err := s.api.StartTerminalSessionWithContext(apiCtx, req, &dara.RuntimeOptions{})
+	stopWatch()
+	graceMu.Lock()
+	if grace != nil {
+		grace.Stop()
+	}
+	graceMu.Unlock()
+	cancelAPI()
 	if err != nil {
 		s.closeIdle()
 		if err := ctxErr(ctx); err != nil {

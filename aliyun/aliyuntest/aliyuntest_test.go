@@ -212,8 +212,12 @@ func TestSessionCountersAndEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := srv.Stats(); st.SessionsOpen != 1 || st.ConnsOpen != 1 {
-		t.Fatalf("%+v", st)
+	deadline := time.Now().Add(5 * time.Second) // the server registers the websocket just after the handshake
+	for st := srv.Stats(); st.SessionsOpen != 1 || st.ConnsOpen != 1; st = srv.Stats() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%+v", st)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 	c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -104,6 +104,9 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	default:
 		e = &apiError{404, "InvalidAction.NotFound", "Specified api is not found, please check your url and method."}
 	}
+	if d := time.Duration(s.apiDelay.Load()); d > 0 {
+		time.Sleep(d)
+	}
 	if e != nil {
 		s.writeError(w, reqID, *e)
 		return

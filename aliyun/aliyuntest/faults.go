@@ -1,6 +1,10 @@
 package aliyuntest
 
-import "github.com/jumpless/jumpless/aliyun/internal/axt"
+import (
+	"time"
+
+	"github.com/jumpless/jumpless/aliyun/internal/axt"
+)
 
 func (s *Server) channels(sessionID string) []*channel {
 	s.mu.Lock()
@@ -63,3 +67,8 @@ func (s *Server) SetRate(sessionID string, bps uint32) int {
 	}
 	return len(cs)
 }
+
+// SetAPIDelay delays every OpenAPI answer by d after the action took
+// effect (a slow network or service): a client that gives up waiting has
+// still, e.g., started a session.
+func (s *Server) SetAPIDelay(d time.Duration) { s.apiDelay.Store(int64(d)) }

@@ -125,6 +125,7 @@ type Server struct {
 	wg       sync.WaitGroup
 
 	agent       *agentLeg
+	apiDelay    atomic.Int64 // nanoseconds added before every API answer
 	invocations map[string]*invocation
 	keyHook     func(instance, user, publicKey string) error
 	keyMu       sync.Mutex
