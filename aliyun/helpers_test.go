@@ -72,3 +72,17 @@ func waitNoSessions(t testing.TB, srv *aliyuntest.Server) {
 func os_ErrDeadlineExceeded() error { return osErrDeadline }
 
 var osErrDeadline = os.ErrDeadlineExceeded
+
+// onConn retries a fault injection until it reached a connection: the
+// emulator registers a websocket just after the handshake the client
+// already saw complete.
+func onConn(t testing.TB, f func() int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for f() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the emulator never saw the connection")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

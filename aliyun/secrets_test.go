@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jumpless/jumpless/aliyun"
 	"github.com/jumpless/jumpless/internal/testenv"
@@ -27,7 +28,8 @@ func TestSecretsNeverLogged(t *testing.T) {
 	url := c.Session().WebSocketURL()
 	token := url[strings.Index(url, "token=")+len("token="):]
 	c.Write([]byte("x"))
-	srv.SendStatus(c.ID(), 5, "Exit")
+	onConn(t, func() int { return srv.SendStatus(c.ID(), 5, "Exit") })
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	c.Read(make([]byte, 8))
 	c.Close()
 	if logs.Len() == 0 {
