@@ -39,15 +39,6 @@ func newServer(t testing.TB, cfg aliyuntest.Config) *aliyuntest.Server {
 	return srv
 }
 
-func port(t testing.TB, addr string) int {
-	_, p, err := net.SplitHostPort(addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, _ := strconv.Atoi(p)
-	return n
-}
-
 func config(srv *aliyuntest.Server, addr string) aliyun.Config {
 	_, p, _ := net.SplitHostPort(addr)
 	n, _ := strconv.Atoi(p)
