@@ -95,6 +95,11 @@ type Config struct {
 	// EndTerminalSession). Zero: 10 s.
 	CloseTimeout time.Duration
 
+	// KeyWindow is how long a temporary key (NewTempKey) is accepted
+	// after it was registered. Zero: TempKeyWindow (60 s, as Alibaba
+	// documents); set it shorter only to match an emulator.
+	KeyWindow time.Duration
+
 	// Logger receives session start/end and failures. Secrets (tokens,
 	// the token in the URL, keys) are never logged. Nil: no logging.
 	Logger *slog.Logger
@@ -130,6 +135,8 @@ func (c *Config) Validate() error {
 		return bad("UploadRate", "%d bit/s is below one %d-byte chunk per second", c.UploadRate, MaxChunk)
 	case c.KeepaliveInterval < 0 || c.KeepaliveInterval > 150*time.Second:
 		return bad("KeepaliveInterval", "%v: want 0 (60s) up to 150s, below the agent's 180 s idle timer", c.KeepaliveInterval)
+	case c.KeyWindow < 0:
+		return bad("KeyWindow", "must not be negative (0 selects 60s)")
 	case c.CloseTimeout < 0:
 		return bad("CloseTimeout", "must not be negative (0 selects 10s)")
 	}
@@ -157,6 +164,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CloseTimeout == 0 {
 		c.CloseTimeout = DefaultCloseTimeout
+	}
+	if c.KeyWindow == 0 {
+		c.KeyWindow = TempKeyWindow
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

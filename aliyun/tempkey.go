@@ -20,8 +20,8 @@ import (
 // send_public_key runs).
 const SendPublicKeyCommand = "ACS-ECS-SendSshPublicKey-linux.sh"
 
-// TempKeyWindow is how long a temporary key is accepted after it was
-// registered.
+// TempKeyWindow is how long Alibaba accepts a temporary key after it
+// was registered (documented).
 const TempKeyWindow = 60 * time.Second
 
 var (
@@ -49,16 +49,17 @@ type TempKey struct {
 	Signer     ssh.Signer
 	PrivatePEM []byte // OpenSSH PEM of the private key, for sshx.Config.PrivateKey
 	Registered time.Time
+	Window     time.Duration // Config.KeyWindow
 }
 
 // Expired reports whether the key's window has passed.
-func (k *TempKey) Expired() bool { return time.Since(k.Registered) >= TempKeyWindow }
+func (k *TempKey) Expired() bool { return time.Since(k.Registered) >= k.Window }
 
 // Check returns ErrKeyWindowMissed once the window has passed: register a
 // new key (NewTempKey) and retry once.
 func (k *TempKey) Check() error {
 	if k.Expired() {
-		return fmt.Errorf("%w: registered %v ago, accepted for %v: register a new key and retry", ErrKeyWindowMissed, time.Since(k.Registered).Round(time.Second), TempKeyWindow)
+		return fmt.Errorf("%w: registered %v ago, accepted for %v: register a new key and retry", ErrKeyWindowMissed, time.Since(k.Registered).Round(time.Millisecond), k.Window)
 	}
 	return nil
 }
@@ -88,7 +89,28 @@ func NewTempKey(ctx context.Context, cfg Config, user string) (*TempKey, error) 
 	if err := SendPublicKey(ctx, cfg, user, sshPub); err != nil {
 		return nil, err
 	}
-	return &TempKey{User: user, Signer: signer, PrivatePEM: pem.EncodeToMemory(block), Registered: time.Now()}, nil
+	return &TempKey{User: user, Signer: signer, PrivatePEM: pem.EncodeToMemory(block), Registered: time.Now(),
+		Window: cfg.withDefaults().KeyWindow}, nil
+}
+
+// WithTempKey registers a temporary key (NewTempKey) and calls use with
+// it. When use fails and the key's window has passed meanwhile (the login
+// came too late), it registers a new key and calls use once more; if that
+// fails too after its window, the error matches ErrKeyWindowMissed.
+func WithTempKey(ctx context.Context, cfg Config, user string, use func(*TempKey) error) error {
+	for attempt := 0; ; attempt++ {
+		key, err := NewTempKey(ctx, cfg, user)
+		if err != nil {
+			return err
+		}
+		err = use(key)
+		if err == nil || !key.Expired() {
+			return err
+		}
+		if attempt == 1 {
+			return fmt.Errorf("%w (twice): %w", ErrKeyWindowMissed, err)
+		}
+	}
 }
 
 // SendPublicKey registers pub for user on cfg.InstanceID for 60 s: it

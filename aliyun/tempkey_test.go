@@ -83,3 +83,40 @@ func TestTempKeyCommandFailureIsTyped(t *testing.T) {
 		t.Fatalf("unknown instance: %v", err)
 	}
 }
+
+// TestTempKeyWindowMissedIsRetriedOnce: a login that comes after the key's
+// window fails; WithTempKey registers a new key and the second login, in
+// time, succeeds.
+func TestTempKeyWindowMissedIsRetriedOnce(t *testing.T) {
+	sshd := testenv.StartSSHD(t)
+	ecfg := fast()
+	ecfg.AuthorizedKeys = sshd.AuthorizedKeysPath()
+	ecfg.KeyWindow = time.Second
+	srv := newServer(t, ecfg)
+	acfg := config(srv, sshd.Addr)
+	acfg.KeyWindow = ecfg.KeyWindow
+	ctx := tctx(t, 60*time.Second)
+	attempts := 0
+	err := aliyun.WithTempKey(ctx, acfg, sshd.User, func(key *aliyun.TempKey) error {
+		attempts++
+		if attempts == 1 {
+			time.Sleep(1500 * time.Millisecond) // the job was slow: the window passes
+		}
+		tun, err := tunnel.Open(ctx, tunnel.Config{
+			DialBastion: func(ctx context.Context) (net.Conn, error) { return aliyun.Dial(ctx, acfg) },
+			SSH: sshx.Config{User: sshd.User, PrivateKey: key.PrivatePEM,
+				KnownHostsFile: sshd.WriteKnownHosts(true, instance), HostKeyAlias: instance},
+		})
+		if err != nil {
+			return err
+		}
+		return tun.Close()
+	})
+	if err != nil || attempts != 2 {
+		t.Fatalf("WithTempKey = %v after %d attempts; want success on the second", err, attempts)
+	}
+	if n := srv.Stats().APICalls["InvokeCommand"]; n != 2 {
+		t.Fatalf("%d keys registered; want 2", n)
+	}
+	waitNoSessions(t, srv)
+}
