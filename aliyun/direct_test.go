@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/md5"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -168,4 +170,28 @@ func TestDirectModeTargetServerNamesResolveOnTheInstance(t *testing.T) {
 		t.Fatalf("SELECT 1 through TargetServer: %d %v", one, err)
 	}
 	db.Close()
+}
+
+// TestDirectModeClosedPortIsTypedAndLeavesNoSession: a database port
+// nobody listens on gives the driver an error carrying the agent's reason
+// (a *StatusError), and the session is ended.
+func TestDirectModeClosedPortIsTypedAndLeavesNoSession(t *testing.T) {
+	tr, srv := directTransport(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	ln.Close()
+	// pgx keeps the cause (go-sql-driver/mysql logs it and returns
+	// "invalid connection").
+	_, err = dialer.ConnectPgx(tctx(t, 30*time.Second), tr, "postgres://postgres@127.0.0.1:"+port+"/test?sslmode=disable&connect_timeout=10")
+	var se *aliyun.StatusError
+	if !errors.As(err, &se) || se.Reason != "OpenPortFailed" {
+		t.Fatalf("connect to a closed port: %v", err)
+	}
+	waitNoSessions(t, srv)
+	if srv.Stats().SessionsStarted == 0 {
+		t.Fatal("no session was started")
+	}
 }
