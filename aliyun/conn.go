@@ -49,6 +49,7 @@ type Conn struct {
 
 	ready     chan struct{} // closed at the first Output or when the hold ends
 	readyOnce sync.Once
+	hold      *time.Timer // ends the hold; nil without one
 
 	// received bytes
 	mu     sync.Mutex
@@ -97,30 +98,10 @@ func newConn(ws *websocket.Conn, s *Session, idx int) *Conn {
 	if s.cfg.HoldFirstWrite < 0 {
 		c.markReady()
 	} else {
-		t := time.AfterFunc(s.cfg.HoldFirstWrite, c.markReady)
-		context.AfterFunc(closingCtx(c.closing), func() { t.Stop() })
+		c.hold = time.AfterFunc(s.cfg.HoldFirstWrite, c.markReady)
 	}
 	return c
 }
-
-// closingCtx is a context cancelled when ch is closed (no goroutine).
-func closingCtx(ch chan struct{}) context.Context {
-	return chanCtx(ch)
-}
-
-type chanCtx chan struct{}
-
-func (c chanCtx) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (c chanCtx) Done() <-chan struct{}       { return c }
-func (c chanCtx) Err() error {
-	select {
-	case <-c:
-		return context.Canceled
-	default:
-		return nil
-	}
-}
-func (c chanCtx) Value(any) any { return nil }
 
 func (c *Conn) markReady() { c.readyOnce.Do(func() { close(c.ready) }) }
 
@@ -430,6 +411,9 @@ func (c *Conn) Close() error {
 				}
 				t.Stop()
 			}
+		}
+		if c.hold != nil {
+			c.hold.Stop()
 		}
 		c.ws.Close()
 		c.wg.Wait()

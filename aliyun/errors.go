@@ -138,18 +138,9 @@ func apiError(op string, err error) error {
 	}
 	// The SDK keeps the answer's fields as a JSON string in Data.
 	if data != nil {
-		var m struct{ Data map[string]any }
-		var top map[string]any
-		if json.Unmarshal([]byte(*data), &top) == nil {
-			m.Data, _ = top["data"].(map[string]any)
-			for _, src := range []map[string]any{m.Data, top} {
-				if v, ok := src["RequestId"].(string); ok && ae.RequestID == "" {
-					ae.RequestID = v
-				}
-				if v, ok := src["Message"].(string); ok && ae.Message == "" {
-					ae.Message = v
-				}
-			}
+		var body struct{ RequestId, Message string }
+		if json.Unmarshal([]byte(*data), &body) == nil {
+			ae.RequestID, ae.Message = body.RequestId, body.Message
 		}
 	}
 	if ae.Message == "" && msg != nil {
