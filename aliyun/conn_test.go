@@ -29,6 +29,7 @@ func TestDialEchoesAndEndsTheSessionOnClose(t *testing.T) {
 	rand.Read(data)
 	go func() { c.Write(data) }()
 	got := make([]byte, len(data))
+	c.SetReadDeadline(time.Now().Add(2 * time.Minute))
 	if _, err := io.ReadFull(c, got); err != nil {
 		t.Fatal(err)
 	}

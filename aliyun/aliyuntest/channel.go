@@ -118,8 +118,21 @@ func (s *Server) serveClient(w http.ResponseWriter, r *http.Request) {
 		c.readClient()
 		return
 	}
-	c.targetWG.Add(2)
-	go c.dialLater()
+	if s.cfg.DialDelay < 0 {
+		// Fast mode: the target is dialled before the first client message
+		// is read, so no Input can arrive "before the agent is ready".
+		c.mu.Lock()
+		err := c.dialLocked()
+		c.dialed = true
+		c.mu.Unlock()
+		if err != nil {
+			go c.end("OpenPortFailed")
+		}
+		c.targetWG.Add(1)
+	} else {
+		c.targetWG.Add(2)
+		go c.dialLater()
+	}
 	go c.idleTimer()
 	c.readClient()
 }

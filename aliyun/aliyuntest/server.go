@@ -59,7 +59,8 @@ type Config struct {
 
 	// DialDelay is how long after the websocket opens the agent dials the
 	// target; Input arriving before is dropped (v578). Zero: 1 s, as
-	// measured. Negative: dial at once (for fast tests).
+	// measured. Negative: dial before the first client message is read
+	// (for fast tests; no Input is lost).
 	DialDelay time.Duration
 
 	// IdleTimeout ends a channel that received no message for this long:
