@@ -69,9 +69,21 @@ type Config struct {
 	// system roots (and, for the API, AWS.HTTPClient as configured).
 	RootCAs *x509.CertPool
 
-	// Target is the managed instance: "i-" or "mi-" followed by hex digits.
-	// Required.
+	// Target is the managed instance: "i-" or "mi-" followed by hex digits,
+	// or a tag selector "tag:Key=Value" (e.g. "tag:Name=etl-bastion"),
+	// resolved by Dial through DescribeInstanceInformation to the one
+	// matching instance whose agent is Online (see ResolveTarget; errors
+	// are *TargetError). Required.
 	Target string
+
+	// CheckTarget makes Dial check, for an instance id, that the
+	// instance's agent is Online (DescribeInstanceInformation) before
+	// StartSession, so that an offline or unknown instance is reported as a
+	// *TargetError with its last ping time rather than the service's bare
+	// TargetNotConnected. It costs one API call and needs
+	// ssm:DescribeInstanceInformation. Tag selectors are always checked.
+	// false: no check for instance ids.
+	CheckTarget bool
 
 	// DocumentName is the session document. Empty: "AWS-StartSSHSession".
 	DocumentName string
@@ -276,7 +288,11 @@ func (c *Config) validate() error {
 // validTarget checks the instance id format: "i-" or "mi-" followed by hex.
 func validTarget(t string) error {
 	if t == "" {
-		return &ConfigError{"Target", `empty: set the managed instance id, e.g. "i-0123456789abcdef0"`}
+		return &ConfigError{"Target", `empty: set the managed instance id, e.g. "i-0123456789abcdef0", or a tag selector, e.g. "tag:Name=etl-bastion"`}
+	}
+	if IsSelector(t) {
+		_, _, err := ParseSelector(t)
+		return err
 	}
 	rest, ok := strings.CutPrefix(t, "i-")
 	if !ok {
@@ -288,7 +304,7 @@ func validTarget(t string) error {
 		valid = c >= '0' && c <= '9' || c >= 'a' && c <= 'f'
 	}
 	if !valid {
-		return &ConfigError{"Target", `"` + t + `" is not an instance id: want "i-" or "mi-" followed by 8-32 lowercase hex digits, e.g. "i-0123456789abcdef0"`}
+		return &ConfigError{"Target", `"` + t + `" is not an instance id: want "i-" or "mi-" followed by 8-32 lowercase hex digits, e.g. "i-0123456789abcdef0", or a tag selector such as "tag:Name=etl-bastion"`}
 	}
 	return nil
 }

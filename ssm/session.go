@@ -154,6 +154,15 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	if api == nil {
 		api, release = newAPI(&c)
 	}
+	if IsSelector(c.Target) || c.CheckTarget {
+		inst, err := resolveTarget(ctx, api, c.Target)
+		if err != nil {
+			release()
+			return nil, err
+		}
+		c.Logger.Debug("ssm: target resolved", "target", c.Target, "instance", inst.ID)
+		c.Target = inst.ID
+	}
 	out, err := startSessionOwned(ctx, api, &c)
 	if err != nil {
 		release()

@@ -130,6 +130,15 @@ func Open(ctx context.Context, cfg Config) (*Tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.DialBastion == nil && (ssm.IsSelector(cfg.SSM.Target) || cfg.SSM.CheckTarget) {
+		// Resolve once, so that every session goes to the same instance.
+		inst, err := ssm.ResolveTarget(ctx, cfg.SSM)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: target %s: %w", cfg.SSM.Target, err)
+		}
+		cfg.Logger.Info("tunnel target resolved", "target", cfg.SSM.Target, "instance", inst.ID, "lastPing", inst.LastPingTime)
+		cfg.SSM.Target, cfg.SSM.CheckTarget = inst.ID, false
+	}
 	t := &Tunnel{
 		cfg:     cfg,
 		log:     cfg.Logger,
