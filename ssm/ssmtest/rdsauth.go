@@ -31,8 +31,11 @@ func (s *Server) VerifyRDSAuthToken(token, host string, port int, user string) e
 	fail := func(format string, a ...any) error {
 		return fmt.Errorf("%w: %s", ErrRDSAuthToken, fmt.Sprintf(format, a...))
 	}
-	hostPort, rawQuery, ok := strings.Cut(token, "/?")
-	if !ok {
+	// "host:port/?Action=..." as AWS documents it; aws-sdk-go-v2 leaves
+	// out the "/" (the canonical path is "/" either way).
+	hostPort, rawQuery, ok := strings.Cut(token, "?")
+	hostPort = strings.TrimSuffix(hostPort, "/")
+	if !ok || strings.Contains(hostPort, "/") {
 		return fail("not a presigned URL (want host:port/?Action=connect&...)")
 	}
 	if want := net.JoinHostPort(host, strconv.Itoa(port)); hostPort != want {
