@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strconv"
 	"strings"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/jumpless/jumpless/dbauth"
 	"github.com/jumpless/jumpless/dialer"
+	"github.com/jumpless/jumpless/instanceconnect"
 	"github.com/jumpless/jumpless/internal/testenv"
 	"github.com/jumpless/jumpless/sshx"
 	"github.com/jumpless/jumpless/ssm"
@@ -332,5 +334,90 @@ func TestParseSecretNeverQuotesTheSecret(t *testing.T) {
 	v, err := dbauth.ParseSecret(`{"username":"etl","password":"hunter2-secret","engine":"postgres","host":"db.internal","port":"5432","dbname":"dw"}`)
 	if err != nil || v.Port != 5432 || v.Host != "db.internal" || strings.Contains(v.String(), "hunter2") {
 		t.Fatalf("%v %v", v, err)
+	}
+}
+
+// recordingTokens records every token it hands out.
+type recordingTokens struct {
+	inner  dialer.Credentials
+	tokens []string
+}
+
+func (r *recordingTokens) Login(ctx context.Context, addr, user string) (dialer.Login, error) {
+	l, err := r.inner.Login(ctx, addr, user)
+	r.tokens = append(r.tokens, l.Password)
+	return l, err
+}
+
+// TestNoSecretInDebugLogsOrErrors runs the credential paths with debug
+// logging everywhere (tunnel with EC2 Instance Connect, SSM, SSH, secret
+// fetches and re-fetches, RDS IAM tokens) and failures (refused password
+// after the retry, a refused token, a malformed secret) and checks that no
+// log line or error text holds a password, token, AWS secret key or
+// private key.
+func TestNoSecretInDebugLogsOrErrors(t *testing.T) {
+	var logs testenv.SyncBuffer
+	log := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	sshd := testenv.StartSSHD(t)
+	pw1, pw2, pwWrong := "pw1-"+randSuffix(), "pw2-"+randSuffix(), "wrong-"+randSuffix()
+	u := newDBUser(t, "mysql", pw1)
+	secret := func(pw string) string { return `{"username":"` + u.name + `","password":"` + pw + `"}` }
+	srv, err := ssmtest.NewServer(ssmtest.Config{
+		Targets:         map[string]string{target: sshd.Addr},
+		InstanceConnect: map[string]string{target: sshd.InstanceConnectKeysPath},
+		Secrets:         map[string]string{"s": secret(pw1), "bad": `{"username":"x","password":"` + pwWrong + `"`},
+		Logger:          log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	ctx := context.Background()
+	tun, err := tunnel.Open(ctx, tunnel.Config{
+		SSM:             ssm.Config{AWS: srv.AWSConfig(), Target: target},
+		SSH:             sshx.Config{User: sshd.User, HostKey: sshd.HostKey},
+		InstanceConnect: &instanceconnect.Config{},
+		Logger:          log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tun.Close()
+	var errs []error
+	sec := &dbauth.Secret{AWS: srv.AWSConfig(), SecretID: "s", Logger: log}
+	db, _ := u.open(t, tun, sec)
+	errs = append(errs, db.Ping())
+	u.setPassword(t, pw2)
+	srv.SetSecret("s", secret(pw2))
+	errs = append(errs, db.Ping()) // refused, re-fetched, retried: ok
+	u.setPassword(t, pwWrong)
+	errs = append(errs, db.Ping()) // refused even after the re-fetch
+	bad := &dbauth.Secret{AWS: srv.AWSConfig(), SecretID: "bad", Logger: log}
+	db2, _ := u.open(t, tun, bad)
+	errs = append(errs, db2.Ping())
+	rec := &recordingTokens{inner: &dbauth.RDSIAM{AWS: srv.AWSConfig()}}
+	db3, _ := u.open(t, tun, rec)
+	errs = append(errs, db3.Ping())
+	for _, tok := range rec.tokens {
+		errs = append(errs, srv.VerifyRDSAuthToken(tok, "elsewhere", 1, "x"))
+	}
+	if errs[0] != nil || errs[1] != nil || errs[2] == nil || errs[3] == nil || errs[4] == nil || len(rec.tokens) == 0 {
+		t.Fatalf("errors %v, %d tokens", errs, len(rec.tokens))
+	}
+	_, sk := srv.Credentials()
+	text := logs.String()
+	for _, e := range errs {
+		if e != nil {
+			text += "\n" + e.Error()
+		}
+	}
+	if !strings.Contains(text, "key pushed") || !strings.Contains(text, "fetching it again") {
+		t.Fatalf("debug logs lack the events this test is about:\n%s", text)
+	}
+	secrets := append([]string{pw1, pw2, pwWrong, sk, "PRIVATE KEY", "X-Amz-Signature"}, rec.tokens...)
+	for _, s := range secrets {
+		if strings.Contains(text, s) {
+			t.Errorf("a log line or error contains a secret (%.8s...)", s)
+		}
 	}
 }

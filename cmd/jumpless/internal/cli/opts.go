@@ -2,6 +2,8 @@ package cli
 
 import (
 	"os"
+
+	"github.com/jumpless/jumpless/ssm"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -25,6 +27,7 @@ type tunnelOpts struct {
 
 	sshUser               string
 	sshKey                string
+	instanceConnect       bool
 	sshAgent              bool
 	knownHosts            string
 	hostKey               string
@@ -43,7 +46,7 @@ type tunnelOpts struct {
 
 func (o *tunnelOpts) register(s *flagSet) {
 	s.group("Session Manager (AWS)")
-	s.stringVar(&o.target, "target", "ID", "", "EC2 instance (i-...) or managed node (mi-...) running the SSM agent and sshd; required")
+	s.stringVar(&o.target, "target", "ID", "", "EC2 instance (i-...), managed node (mi-...) or tag selector (tag:Name=etl-bastion: the one instance with that tag whose agent is online) running the SSM agent and sshd; required")
 	s.stringVar(&o.profile, "profile", "NAME", "", "AWS shared config profile, as with the AWS CLI (default: $AWS_PROFILE or \"default\")")
 	s.stringVar(&o.region, "region", "REGION", "", "AWS region (default: $AWS_REGION or the profile's region)")
 	s.stringVar(&o.endpointURL, "endpoint-url", "URL", "", "SSM API endpoint, e.g. a VPC endpoint or the jumpless emulator (default: $AWS_ENDPOINT_URL_SSM, $AWS_ENDPOINT_URL or the region's)")
@@ -55,6 +58,7 @@ func (o *tunnelOpts) register(s *flagSet) {
 	s.group("SSH (on the instance)")
 	s.stringVar(&o.sshUser, "ssh-user", "USER", "ec2-user", "login name on the instance")
 	s.stringVar(&o.sshKey, "ssh-key", "FILE", "", "private key file (OpenSSH or PEM); if it is encrypted put the passphrase in $"+passphraseEnv)
+	s.boolVar(&o.instanceConnect, "instance-connect", "log in with a throwaway key pushed through EC2 Instance Connect (no key file; EC2 instances only)")
 	s.boolVar(&o.sshAgent, "ssh-agent", "authenticate with the keys of ssh-agent ($SSH_AUTH_SOCK); the default when --ssh-key is not given and $SSH_AUTH_SOCK is set")
 	s.stringVar(&o.knownHosts, "known-hosts", "FILE", "", "known_hosts file holding the instance's host key (default ~/.ssh/known_hosts when it exists)")
 	s.stringVar(&o.hostKey, "host-key", "SHA256:...", "", "expected host key fingerprint, instead of --known-hosts ('jumpless check' shows it)")
@@ -75,8 +79,15 @@ func (o *tunnelOpts) validate(cmd string, env *Env) error {
 	if o.target == "" {
 		return usagef("--target is required (an EC2 instance id like i-0123456789abcdef0)")
 	}
-	if !targetRE.MatchString(o.target) {
-		return usagef("--target %q is not an instance id (want i- or mi- and 8 or 17 hex digits, like i-0123456789abcdef0)", o.target)
+	if ssm.IsSelector(o.target) {
+		if _, _, err := ssm.ParseSelector(o.target); err != nil {
+			return usagef("--target %q: want tag:KEY=VALUE, like tag:Name=etl-bastion", o.target)
+		}
+	} else if !targetRE.MatchString(o.target) {
+		return usagef("--target %q is not an instance id (want i- or mi- and 8 or 17 hex digits, like i-0123456789abcdef0) or a tag selector (tag:Name=etl-bastion)", o.target)
+	}
+	if o.instanceConnect && strings.HasPrefix(o.target, "mi-") {
+		return usagef("--instance-connect works with EC2 instances (i-...) only, not managed node %s: pass --ssh-key instead", o.target)
 	}
 	if o.bastionPort < 1 || o.bastionPort > 65535 {
 		return usagef("--bastion-port %d: want a number 1-65535", o.bastionPort)
@@ -97,9 +108,9 @@ func (o *tunnelOpts) validate(cmd string, env *Env) error {
 	o.knownHosts = expandHome(o.knownHosts)
 	o.caBundle = expandHome(o.caBundle)
 	o.sshAuthSock = env.getenv("SSH_AUTH_SOCK")
-	if o.sshKey == "" && !o.sshAgent {
+	if o.sshKey == "" && !o.sshAgent && !o.instanceConnect {
 		if o.sshAuthSock == "" {
-			return usagef("no SSH credentials: pass --ssh-key FILE (e.g. ~/.ssh/id_ed25519) or --ssh-agent with $SSH_AUTH_SOCK set")
+			return usagef("no SSH credentials: pass --ssh-key FILE (e.g. ~/.ssh/id_ed25519), --instance-connect, or --ssh-agent with $SSH_AUTH_SOCK set")
 		}
 		o.sshAgent = true
 	}
