@@ -18,6 +18,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	_ "github.com/go-sql-driver/mysql"
+	"github.com/jackc/pgx/v5/pgxpool"
 	_ "github.com/jackc/pgx/v5/stdlib"
 	"go.uber.org/goleak"
 
@@ -419,5 +420,61 @@ func TestNoSecretInDebugLogsOrErrors(t *testing.T) {
 		if strings.Contains(text, s) {
 			t.Errorf("a log line or error contains a secret (%.8s...)", s)
 		}
+	}
+}
+
+// TestRDSIAMPgxPoolTokenPerConnection: pgxpool's BeforeConnect gets a fresh,
+// verified token for every new connection of the pool.
+func TestRDSIAMPgxPoolTokenPerConnection(t *testing.T) {
+	srv, tun := stack(t, nil)
+	u := newDBUser(t, "postgres", "initial-"+randSuffix())
+	src := &verifiedTokens{t: t, rds: &dbauth.RDSIAM{AWS: srv.AWSConfig()}, srv: srv, user: u}
+	cfg, err := dialer.ParsePgxPool(tun, "postgres://"+u.name+"@"+testenv.PostgresAddr(t)+"/test?sslmode=disable")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialer.PgxPoolCredentials(cfg, src)
+	cfg.MaxConns = 3
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var conns []*pgxpool.Conn
+	for range 3 {
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	for _, c := range conns {
+		var user string
+		if err := c.QueryRow(ctx, "SELECT current_user").Scan(&user); err != nil || user != u.name {
+			t.Fatalf("%q %v", user, err)
+		}
+		c.Release()
+	}
+	if n := src.tokens.Load(); n != 3 {
+		t.Fatalf("%d tokens for 3 pool connections", n)
+	}
+}
+
+// TestRDSIAMMySQLInsistsOnTLS: without tls=false in the DSN, an RDS IAM
+// login is only sent over TLS; the local MariaDB has no TLS, so the
+// connection fails before any password is sent.
+func TestRDSIAMMySQLInsistsOnTLS(t *testing.T) {
+	srv, tun := stack(t, nil)
+	src := &recordingTokens{inner: &dbauth.RDSIAM{AWS: srv.AWSConfig()}}
+	db, err := dialer.OpenMySQLWithCredentials(tun, "etl@tcp("+testenv.MySQLAddr(t)+")/test", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	err = db.Ping()
+	if err == nil || !strings.Contains(strings.ToLower(err.Error()), "tls") || len(src.tokens) == 0 {
+		t.Fatalf("got %v (%d tokens)", err, len(src.tokens))
 	}
 }
