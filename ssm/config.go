@@ -32,20 +32,22 @@ const DefaultDocumentName = "AWS-StartSSHSession"
 
 // Defaults for the zero values of Config fields.
 const (
-	DefaultPortNumber       = 22
-	DefaultHandshakeTimeout = 30 * time.Second
-	DefaultHoldFirstWrite   = 2 * time.Second
-	DefaultMaxPayload       = 1024
-	DefaultSendWindow       = 1024
-	DefaultWriteBuffer      = 256 << 10
-	DefaultReadBuffer       = 4 << 20
-	DefaultReorderBuffer    = 16384
-	DefaultPingInterval     = 20 * time.Second
-	DefaultPingTimeout      = 60 * time.Second
-	DefaultResumeTimeout    = 2 * time.Minute
-	DefaultCloseTimeout     = 5 * time.Second
-	DefaultMinRTO           = time.Second
-	DefaultMaxRTO           = 10 * time.Second
+	DefaultPortNumber        = 22
+	DefaultHandshakeTimeout  = 30 * time.Second
+	DefaultHoldFirstWrite    = 2 * time.Second
+	DefaultMaxPayload        = 1024
+	DefaultSendWindow        = 1024
+	DefaultWriteBuffer       = 256 << 10
+	DefaultReadBuffer        = 4 << 20
+	DefaultReorderBuffer     = 16384
+	DefaultPingInterval      = 20 * time.Second
+	DefaultPingTimeout       = 60 * time.Second
+	DefaultResumeTimeout     = 2 * time.Minute
+	DefaultCloseTimeout      = 5 * time.Second
+	DefaultMinRTO            = time.Second
+	DefaultMaxRTO            = 10 * time.Second
+	DefaultStartTimeout      = 5 * time.Minute
+	DefaultStartPollInterval = 5 * time.Second
 )
 
 // Config configures Dial. Only Target and either AWS (region and credentials)
@@ -84,6 +86,24 @@ type Config struct {
 	// ssm:DescribeInstanceInformation. Tag selectors are always checked.
 	// false: no check for instance ids.
 	CheckTarget bool
+
+	// StartStopped starts the target when its agent is not Online and it
+	// is the only matching EC2 instance, through the AWS-StartEC2Instance
+	// Automation runbook (ssm:StartAutomationExecution; the runbook calls
+	// ec2:StartInstances with the caller's permissions), then waits up to
+	// StartTimeout for its agent to come Online (Instance.StartedIn says
+	// how long it took). Nothing here ever stops an instance: one it
+	// started keeps running. It implies the DescribeInstanceInformation
+	// check of CheckTarget. false: an offline agent is ErrTargetOffline.
+	StartStopped bool
+
+	// StartTimeout bounds the wait for a started instance's agent.
+	// Zero: DefaultStartTimeout (5 minutes).
+	StartTimeout time.Duration
+
+	// StartPollInterval is the time between DescribeInstanceInformation
+	// calls while waiting. Zero: DefaultStartPollInterval (5 s).
+	StartPollInterval time.Duration
 
 	// DocumentName is the session document. Empty: "AWS-StartSSHSession".
 	DocumentName string
@@ -215,6 +235,12 @@ func (c Config) withDefaults() Config {
 	if c.MinRTO == 0 {
 		c.MinRTO = DefaultMinRTO
 	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = DefaultStartTimeout
+	}
+	if c.StartPollInterval == 0 {
+		c.StartPollInterval = DefaultStartPollInterval
+	}
 	if c.MaxRTO == 0 {
 		c.MaxRTO = DefaultMaxRTO
 	}
@@ -271,7 +297,7 @@ func (c *Config) validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"HandshakeTimeout", c.HandshakeTimeout}, {"ResumeTimeout", c.ResumeTimeout}, {"CloseTimeout", c.CloseTimeout}, {"MinRTO", c.MinRTO}, {"MaxRTO", c.MaxRTO}} {
+	}{{"HandshakeTimeout", c.HandshakeTimeout}, {"StartTimeout", c.StartTimeout}, {"StartPollInterval", c.StartPollInterval}, {"ResumeTimeout", c.ResumeTimeout}, {"CloseTimeout", c.CloseTimeout}, {"MinRTO", c.MinRTO}, {"MaxRTO", c.MaxRTO}} {
 		if d.v < 0 {
 			return &ConfigError{d.name, "must not be negative (0 selects the default)"}
 		}

@@ -157,8 +157,8 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	if api == nil {
 		api, release = newAPI(&c)
 	}
-	if IsSelector(c.Target) || c.CheckTarget {
-		inst, err := resolveTarget(ctx, api, c.Target)
+	if IsSelector(c.Target) || c.CheckTarget || c.StartStopped {
+		inst, err := resolveTarget(ctx, api, &c)
 		if err != nil {
 			release()
 			return nil, err

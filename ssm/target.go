@@ -54,6 +54,9 @@ type Instance struct {
 	LastPingTime time.Time // when the agent last reached the service; zero if unknown
 	ComputerName string    // host name reported by the agent; "" if unknown
 	AgentVersion string
+	// StartedIn is how long starting the instance and waiting for its
+	// agent took (Config.StartStopped); zero if it was not started.
+	StartedIn time.Duration
 }
 
 func (i Instance) String() string {
@@ -73,6 +76,7 @@ type TargetError struct {
 	Target    string     // the selector or instance id as given
 	Err       error      // ErrNoTarget, ErrAmbiguousTarget or ErrTargetOffline
 	Instances []Instance // the matching instances (all of them, online or not)
+	Started   string     // with Config.StartStopped: what was started, when the wait failed; "" otherwise
 }
 
 func (e *TargetError) Error() string {
@@ -88,13 +92,17 @@ func (e *TargetError) Error() string {
 			b.WriteString(in.String())
 		}
 	}
+	if e.Started != "" {
+		b.WriteString("; ")
+		b.WriteString(e.Started)
+	}
 	switch {
 	case errors.Is(e.Err, ErrNoTarget):
 		b.WriteString("; check the tag or id, the region, and that the instance runs the SSM agent with an instance profile allowing it to register (AmazonSSMManagedInstanceCore)")
 	case errors.Is(e.Err, ErrAmbiguousTarget):
 		b.WriteString("; make the selector match one instance (another tag) or pass the instance id")
 	case errors.Is(e.Err, ErrTargetOffline):
-		b.WriteString("; start the instance, or check its SSM agent and its route to the SSM endpoints")
+		b.WriteString("; start the instance (or set StartStopped / --start-stopped), or check its SSM agent and its route to the SSM endpoints")
 	}
 	return b.String()
 }
@@ -140,10 +148,70 @@ func ResolveTarget(ctx context.Context, cfg Config) (Instance, error) {
 		api, release = newAPI(&c)
 	}
 	defer release()
-	return resolveTarget(ctx, api, c.Target)
+	return resolveTarget(ctx, api, &c)
 }
 
-func resolveTarget(ctx context.Context, api API, target string) (Instance, error) {
+// StartAPI is the SSM call Config.StartStopped needs.
+// *github.com/aws/aws-sdk-go-v2/service/ssm.Client satisfies it.
+type StartAPI interface {
+	StartAutomationExecution(ctx context.Context, in *ssmsdk.StartAutomationExecutionInput, optFns ...func(*ssmsdk.Options)) (*ssmsdk.StartAutomationExecutionOutput, error)
+}
+
+// StartRunbook is the Automation runbook StartStopped runs.
+const StartRunbook = "AWS-StartEC2Instance"
+
+// resolveTarget resolves c.Target and, with c.StartStopped, starts a
+// stopped one.
+func resolveTarget(ctx context.Context, api API, c *Config) (Instance, error) {
+	inst, err := describeTarget(ctx, api, c.Target)
+	var te *TargetError
+	if !c.StartStopped || !errors.As(err, &te) || !errors.Is(te.Err, ErrTargetOffline) || len(te.Instances) != 1 || !strings.HasPrefix(te.Instances[0].ID, "i-") {
+		return inst, err
+	}
+	sa, ok := api.(StartAPI)
+	if !ok {
+		return Instance{}, &ConfigError{"API", "does not implement StartAutomationExecution (ssm.StartAPI), needed for StartStopped"}
+	}
+	id := te.Instances[0].ID
+	start := time.Now()
+	c.Logger.Info("ssm: starting the target", "instance", id, "runbook", StartRunbook)
+	if _, err := sa.StartAutomationExecution(ctx, &ssmsdk.StartAutomationExecutionInput{
+		DocumentName: aws.String(StartRunbook),
+		Parameters:   map[string][]string{"InstanceId": {id}},
+	}); err != nil {
+		return Instance{}, &APIError{Op: "StartAutomationExecution", Err: err}
+	}
+	wctx, cancel := context.WithTimeout(ctx, c.StartTimeout)
+	defer cancel()
+	tick := time.NewTicker(c.StartPollInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-wctx.Done():
+			if ctx.Err() != nil {
+				return Instance{}, ctx.Err()
+			}
+			last := te.Instances
+			if x, err := describeTarget(ctx, api, id); err == nil {
+				last = []Instance{x}
+			}
+			return Instance{}, &TargetError{Target: c.Target, Err: ErrTargetOffline, Instances: last,
+				Started: fmt.Sprintf("started %s with %s, but its agent was not Online within %v", id, StartRunbook, c.StartTimeout)}
+		case <-tick.C:
+		}
+		x, err := describeTarget(wctx, api, id)
+		if err == nil {
+			x.StartedIn = time.Since(start)
+			c.Logger.Info("ssm: target started", "instance", id, "took", x.StartedIn)
+			return x, nil
+		}
+		if !errors.Is(err, ErrTargetOffline) && !errors.Is(err, ErrNoTarget) && wctx.Err() == nil {
+			return Instance{}, err
+		}
+	}
+}
+
+func describeTarget(ctx context.Context, api API, target string) (Instance, error) {
 	ia, ok := api.(InstanceAPI)
 	if !ok {
 		return Instance{}, &ConfigError{"API", "does not implement DescribeInstanceInformation (ssm.InstanceAPI), needed for tag targets and CheckTarget"}

@@ -145,14 +145,14 @@ func Open(ctx context.Context, cfg Config) (*Tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
-	if cfg.DialBastion == nil && (ssm.IsSelector(cfg.SSM.Target) || cfg.SSM.CheckTarget) {
+	if cfg.DialBastion == nil && (ssm.IsSelector(cfg.SSM.Target) || cfg.SSM.CheckTarget || cfg.SSM.StartStopped) {
 		// Resolve once, so that every session goes to the same instance.
 		inst, err := ssm.ResolveTarget(ctx, cfg.SSM)
 		if err != nil {
 			return nil, fmt.Errorf("tunnel: target %s: %w", cfg.SSM.Target, err)
 		}
-		cfg.Logger.Info("tunnel target resolved", "target", cfg.SSM.Target, "instance", inst.ID, "lastPing", inst.LastPingTime)
-		cfg.SSM.Target, cfg.SSM.CheckTarget = inst.ID, false
+		cfg.Logger.Info("tunnel target resolved", "target", cfg.SSM.Target, "instance", inst.ID, "lastPing", inst.LastPingTime, "startedIn", inst.StartedIn)
+		cfg.SSM.Target, cfg.SSM.CheckTarget, cfg.SSM.StartStopped = inst.ID, false, false
 	}
 	t := &Tunnel{
 		cfg:     cfg,

@@ -89,3 +89,15 @@ func TestRunPassesSecretLoginToCommand(t *testing.T) {
 		t.Fatal("jumpless's log contains the database password")
 	}
 }
+
+// TestCheckStartsStoppedBastion: --start-stopped starts the stopped
+// bastion and the target step says how long it took.
+func TestCheckStartsStoppedBastion(t *testing.T) {
+	emu, sshd, env, _ := credFixture(t)
+	emu.SetInstance(testTarget, ssmtest.Instance{Tags: map[string]string{"Name": "etl-bastion"}, Stopped: true})
+	r := runJumpless(t, env, "check", "--target", "tag:Name=etl-bastion", "--start-stopped", "--instance-connect", "--ssh-user", sshd.User,
+		"--known-hosts", sshd.WriteKnownHosts(false, testTarget))
+	if r.code != 0 || !strings.Contains(r.stdout, "is "+testTarget+" (Online, started in") || emu.Stats().InstancesStarted != 1 {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+}

@@ -142,6 +142,8 @@ func (s *Server) serveSSM(op string, body []byte) (any, *apiError) {
 		return s.apiTerminateSession(body)
 	case "DescribeInstanceInformation":
 		return s.apiDescribeInstanceInformation(body)
+	case "StartAutomationExecution":
+		return s.apiStartAutomationExecution(body)
 	}
 	return nil, errUnknownOperation()
 }

@@ -2,6 +2,8 @@ package ssmtest
 
 import (
 	"fmt"
+
+	"github.com/google/uuid"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,9 +33,18 @@ type Instance struct {
 	LastPingTime time.Time
 	// ComputerName is the host name the agent reports. "": "ip-127-0-0-1".
 	ComputerName string
+	// Stopped marks a stopped EC2 instance: its agent is reported
+	// ConnectionLost (whatever PingStatus says) until the
+	// AWS-StartEC2Instance runbook starts it; Config.StartDelay later the
+	// agent is Online. A non-Online instance that is not Stopped (agent
+	// broken) stays as it is when started.
+	Stopped bool
 }
 
 func (in Instance) withDefaults() Instance {
+	if in.Stopped {
+		in.PingStatus = PingConnectionLost
+	}
 	if in.PingStatus == "" {
 		in.PingStatus = PingOnline
 	}
@@ -276,4 +287,59 @@ func (s *Server) takeAPIFault(op string) *apiError {
 		}
 	}
 	return &apiError{status: f.Status, code: f.Code, message: f.Message}
+}
+
+type startAutomationInput struct {
+	DocumentName *string             `json:"DocumentName"`
+	Parameters   map[string][]string `json:"Parameters"`
+}
+
+// apiStartAutomationExecution runs the AWS-StartEC2Instance runbook: every
+// listed Stopped instance comes Online Config.StartDelay later. Other
+// runbooks are not emulated.
+func (s *Server) apiStartAutomationExecution(body []byte) (any, *apiError) {
+	var in startAutomationInput
+	if e := decodeInput(body, &in); e != nil {
+		return nil, e
+	}
+	if in.DocumentName == nil || *in.DocumentName == "" {
+		return nil, errValidation("1 validation error detected: Value null at 'documentName' failed to satisfy constraint: Member must not be null")
+	}
+	if *in.DocumentName != "AWS-StartEC2Instance" {
+		return nil, &apiError{status: 400, code: "InvalidAutomationExecutionParametersException", message: "ssmtest emulates the AWS-StartEC2Instance runbook only"}
+	}
+	ids := in.Parameters["InstanceId"]
+	if len(ids) == 0 {
+		return nil, &apiError{status: 400, code: "InvalidAutomationExecutionParametersException", message: "The following parameters are required: InstanceId"}
+	}
+	delay := s.cfg.StartDelay
+	s.mu.Lock()
+	var starting []string
+	for _, id := range ids {
+		if inst, ok := s.instances[id]; ok && inst.Stopped {
+			starting = append(starting, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, id := range starting {
+		s.st.instancesStarted.Add(1)
+		s.goTracked(func() {
+			t := time.NewTimer(delay)
+			defer t.Stop()
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-t.C:
+			}
+			s.mu.Lock()
+			inst := s.instances[id]
+			inst.Stopped, inst.PingStatus, inst.LastPingTime = false, PingOnline, time.Time{}
+			s.instances[id] = inst
+			s.mu.Unlock()
+			s.log.Info("ssmtest: instance started", "instance", id)
+		})
+	}
+	return struct {
+		AutomationExecutionID string `json:"AutomationExecutionId"`
+	}{uuid.NewString()}, nil
 }

@@ -189,6 +189,11 @@ type Config struct {
 	// instance without EC2 Instance Connect. nil: none.
 	InstanceConnect map[string]string
 
+	// StartDelay is how long after StartAutomationExecution
+	// (AWS-StartEC2Instance) a Stopped instance's agent is Online.
+	// 0: at once.
+	StartDelay time.Duration
+
 	// InstanceConnectWindow is how long a pushed key stays usable (rounded
 	// down to the second). 0: DefaultInstanceConnectWindow (60 s, AWS's).
 	InstanceConnectWindow time.Duration
@@ -577,8 +582,9 @@ type Stats struct {
 	Violations int64
 
 	// Credential APIs.
-	KeysPushed    int64 // successful SendSSHPublicKey calls
-	SecretFetches int64 // successful GetSecretValue calls
+	KeysPushed       int64 // successful SendSSHPublicKey calls
+	InstancesStarted int64 // Stopped instances started by StartAutomationExecution
+	SecretFetches    int64 // successful GetSecretValue calls
 }
 
 type counters struct {
@@ -594,7 +600,7 @@ type counters struct {
 	bytesToTarget, bytesFromTarget                                                    atomic.Int64
 	pacedMessages, pacedBytes, pacedNanos                                             atomic.Int64
 	violations                                                                        atomic.Int64
-	keysPushed, secretFetches                                                         atomic.Int64
+	keysPushed, secretFetches, instancesStarted                                       atomic.Int64
 }
 
 // Stats returns a snapshot of the counters.
@@ -624,6 +630,6 @@ func (s *Server) Stats() Stats {
 		PacedMessages: c.pacedMessages.Load(), PacedBytes: c.pacedBytes.Load(),
 		PacedTime:  time.Duration(c.pacedNanos.Load()),
 		Violations: c.violations.Load(),
-		KeysPushed: c.keysPushed.Load(), SecretFetches: c.secretFetches.Load(),
+		KeysPushed: c.keysPushed.Load(), SecretFetches: c.secretFetches.Load(), InstancesStarted: c.instancesStarted.Load(),
 	}
 }

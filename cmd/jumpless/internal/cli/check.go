@@ -217,7 +217,7 @@ func knownhostsAddr(name string) string {
 // checkRemote runs the network steps. It returns false if a step failed.
 func (c *checker) checkRemote(ctx context.Context, env *Env, o *tunnelOpts, dbc *dbCredOpts, remotes []string) bool {
 	var steps []string
-	if ssm.IsSelector(o.target) {
+	if ssm.IsSelector(o.target) || o.startStopped {
 		steps = append(steps, stepTarget)
 	}
 	steps = append(steps, stepStart, stepAgent)
@@ -287,7 +287,8 @@ func (c *checker) checkRemote(ctx context.Context, env *Env, o *tunnelOpts, dbc 
 		AWS: awsCfg, Endpoint: o.endpointURL, RootCAs: pool, Target: o.target,
 		DocumentName: o.documentName, PortNumber: o.bastionPort, Reason: o.reason, Logger: o.logger(env),
 	}
-	if ssm.IsSelector(o.target) {
+	if ssm.IsSelector(o.target) || o.startStopped {
+		scfg.StartStopped = o.startStopped
 		inst, err := ssm.ResolveTarget(tctx, scfg)
 		if err != nil {
 			d := diagnose(err, o)
@@ -298,8 +299,12 @@ func (c *checker) checkRemote(ctx context.Context, env *Env, o *tunnelOpts, dbc 
 			skipFrom(stepTarget)
 			return false
 		}
-		c.ok(stepTarget, fmt.Sprintf("%s is %s (%s)", o.target, inst.ID, inst.PingStatus))
-		scfg.Target = inst.ID
+		started := ""
+		if inst.StartedIn > 0 {
+			started = fmt.Sprintf(", started in %v", inst.StartedIn.Round(time.Second))
+		}
+		c.ok(stepTarget, fmt.Sprintf("%s is %s (%s%s)", o.target, inst.ID, inst.PingStatus, started))
+		scfg.Target, scfg.StartStopped = inst.ID, false
 	}
 	sess, err := ssm.Dial(tctx, scfg)
 	if err != nil {

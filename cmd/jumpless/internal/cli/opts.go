@@ -24,6 +24,7 @@ type tunnelOpts struct {
 	documentName string
 	reason       string
 	bastionPort  int
+	startStopped bool
 
 	sshUser               string
 	sshKey                string
@@ -54,6 +55,7 @@ func (o *tunnelOpts) register(s *flagSet) {
 	s.stringVar(&o.documentName, "document-name", "NAME", "", "Session Manager document (default AWS-StartSSHSession)")
 	s.intVar(&o.bastionPort, "bastion-port", "PORT", 22, "port of sshd on the instance")
 	s.stringVar(&o.reason, "reason", "TEXT", "", "reason recorded with the session in CloudTrail")
+	s.boolVar(&o.startStopped, "start-stopped", "start the bastion if it is stopped (AWS-StartEC2Instance runbook) and wait up to 5 min for its agent; jumpless never stops it")
 
 	s.group("SSH (on the instance)")
 	s.stringVar(&o.sshUser, "ssh-user", "USER", "ec2-user", "login name on the instance")
