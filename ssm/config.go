@@ -32,22 +32,20 @@ const DefaultDocumentName = "AWS-StartSSHSession"
 
 // Defaults for the zero values of Config fields.
 const (
-	DefaultPortNumber        = 22
-	DefaultHandshakeTimeout  = 30 * time.Second
-	DefaultHoldFirstWrite    = 2 * time.Second
-	DefaultMaxPayload        = 1024
-	DefaultSendWindow        = 1024
-	DefaultWriteBuffer       = 256 << 10
-	DefaultReadBuffer        = 4 << 20
-	DefaultReorderBuffer     = 16384
-	DefaultPingInterval      = 20 * time.Second
-	DefaultPingTimeout       = 60 * time.Second
-	DefaultResumeTimeout     = 2 * time.Minute
-	DefaultCloseTimeout      = 5 * time.Second
-	DefaultMinRTO            = time.Second
-	DefaultMaxRTO            = 10 * time.Second
-	DefaultStartTimeout      = 5 * time.Minute
-	DefaultStartPollInterval = 5 * time.Second
+	DefaultPortNumber       = 22
+	DefaultHandshakeTimeout = 30 * time.Second
+	DefaultHoldFirstWrite   = 2 * time.Second
+	DefaultMaxPayload       = 1024
+	DefaultSendWindow       = 1024
+	DefaultWriteBuffer      = 256 << 10
+	DefaultReadBuffer       = 4 << 20
+	DefaultReorderBuffer    = 16384
+	DefaultPingInterval     = 20 * time.Second
+	DefaultPingTimeout      = 60 * time.Second
+	DefaultResumeTimeout    = 2 * time.Minute
+	DefaultCloseTimeout     = 5 * time.Second
+	DefaultMinRTO           = time.Second
+	DefaultMaxRTO           = 10 * time.Second
 )
 
 // Config configures Dial. Only Target and either AWS (region and credentials)

@@ -18,6 +18,12 @@ import (
 // etl-bastion.
 const SelectorPrefix = "tag:"
 
+// Defaults of Config.StartTimeout and Config.StartPollInterval.
+const (
+	DefaultStartTimeout      = 5 * time.Minute
+	DefaultStartPollInterval = 5 * time.Second
+)
+
 // Ping statuses of a managed instance's agent, as DescribeInstanceInformation
 // reports them.
 const (
