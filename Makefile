@@ -1,6 +1,8 @@
 # jumpless developer targets. `make test` is what CI runs (.ci/run).
 GO        ?= go
-PKGS      ?= ./...
+# The examples are a module of their own (examples/go.mod, joined by go.work):
+# ./... from the root does not reach them, so they are named too.
+PKGS      ?= ./... ./examples/...
 FUZZTIME  ?= 10s
 
 .PHONY: all test test-env demo bench fuzz lint
