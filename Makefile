@@ -31,7 +31,6 @@ fuzz:
 		done; \
 	done
 
+# gofmt, go vet and staticcheck (installed at a pinned version when absent).
 lint:
-	@out=$$(gofmt -l .); \
-	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
-	$(GO) vet $(PKGS)
+	scripts/lint.sh

@@ -28,14 +28,13 @@ type flagGroup struct {
 }
 
 type flagInfo struct {
-	name    string // long name, used as --name
-	short   string // optional one-letter alias, used as -X
-	env     string // JUMPLESS_... ("" for none)
-	arg     string // value placeholder in help; "" for booleans
-	usage   string
-	def     string // default shown in help ("" for none)
-	isBool  bool
-	setByUs bool
+	name   string // long name, used as --name
+	short  string // optional one-letter alias, used as -X
+	env    string // JUMPLESS_... ("" for none)
+	arg    string // value placeholder in help; "" for booleans
+	usage  string
+	def    string // default shown in help ("" for none)
+	isBool bool
 }
 
 func newFlagSet(cmd, synopsis, about, examples string) *flagSet {
