@@ -125,7 +125,7 @@ func Main(ctx context.Context, env Env) int {
 	name := args[0]
 	switch name {
 	case "help", "-h", "-help", "--help":
-		if len(args) > 1 && name == "help" {
+		if len(args) > 1 && name == "help" && !isHelpFlag(args[1]) && args[1] != "help" {
 			for _, c := range commands() {
 				if c.name == args[1] {
 					return report(env.Stderr, c.name, c.run(ctx, &env, []string{"--help"}))
@@ -151,6 +151,12 @@ func Main(ctx context.Context, env Env) int {
 		fmt.Fprintf(env.Stderr, "jumpless: unknown command %q (commands: %s)\n", name, commandNames())
 	}
 	return ExitUsage
+}
+
+// isHelpFlag reports whether arg asks for help ("help --help" is the
+// general usage, like "help" alone).
+func isHelpFlag(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help"
 }
 
 func commandNames() string {

@@ -322,7 +322,7 @@ Commands:
 	for _, c := range commands() {
 		fmt.Fprintf(&b, "  %-9s %s\n", c.name, c.summary)
 	}
-	b.WriteString(`  help      show help for a command ("jumpless help forward" = "jumpless forward --help")
+	b.WriteString(`  help      show this text, or a command's ("jumpless help forward" = "jumpless forward --help")
   version   print the version
 
 Every flag can also be set with an environment variable: --ssh-key is
