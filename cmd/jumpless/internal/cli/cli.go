@@ -48,6 +48,10 @@ type Env struct {
 	// Signals delivers the signals the process received (main subscribes to
 	// SIGINT, SIGTERM, SIGHUP and SIGQUIT). nil: no signals.
 	Signals <-chan os.Signal
+
+	// locate adds a tunnel profile's file and line to a usage error about
+	// a value that came from it (set when a command applies a profile).
+	locate func(error) error
 }
 
 func (e *Env) getenv(k string) string {
@@ -142,7 +146,11 @@ func Main(ctx context.Context, env Env) int {
 	}
 	for _, c := range commands() {
 		if c.name == name {
-			return report(env.Stderr, c.name, c.run(ctx, &env, args[1:]))
+			err := c.run(ctx, &env, args[1:])
+			if env.locate != nil {
+				err = env.locate(err)
+			}
+			return report(env.Stderr, c.name, err)
 		}
 	}
 	if strings.HasPrefix(name, "-") {

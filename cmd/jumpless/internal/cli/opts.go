@@ -47,6 +47,11 @@ type tunnelOpts struct {
 }
 
 func (o *tunnelOpts) register(s *flagSet) {
+	s.group("Tunnel profile (a named tunnel in a config file; see 'jumpless help')")
+	s.profiles = true
+	s.stringVar(&s.tunnelName, "tunnel", "NAME", "", "take the flags of [tunnel.NAME] from the config file, like 'jumpless "+s.cmd+" NAME'; flags given here win")
+	s.stringVar(&s.configPath, "config", "FILE", "", "config file with [tunnel.NAME] tables (default $"+configEnv+", else ~/.config/jumpless/config.toml)")
+	s.setEnvName("config", configEnv)
 	s.group("Session Manager (AWS)")
 	s.stringVar(&o.target, "target", "ID", "", "EC2 instance (i-...) or managed node (mi-...) running the SSM agent and sshd; required")
 	s.stringVar(&o.profile, "profile", "NAME", "", "AWS shared config profile, as with the AWS CLI (default: $AWS_PROFILE or \"default\")")
