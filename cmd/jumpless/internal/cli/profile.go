@@ -311,7 +311,9 @@ func tomlValue(v any) string {
 
 // suggestKey proposes the flag a misspelt key probably meant.
 func suggestKey(key string, s *flagSet) string {
-	norm := func(k string) string { return strings.ToLower(strings.NewReplacer("_", "", "-", "", ".", "").Replace(k)) }
+	norm := func(k string) string {
+		return strings.ToLower(strings.NewReplacer("_", "", "-", "", ".", "").Replace(k))
+	}
 	for name := range s.byName {
 		if norm(name) == norm(key) {
 			return fmt.Sprintf(" (did you mean %s?)", name)
