@@ -246,9 +246,7 @@ func (s *flagSet) applyProfile(env *Env, name string) error {
 		if lv, ok := f.Value.(*listValue); ok {
 			*lv.p = nil
 			lv.fromEnv = true // a list on the command line replaces it
-			for _, v := range vals {
-				*lv.p = append(*lv.p, v)
-			}
+			*lv.p = append(*lv.p, vals...)
 		} else if err := f.Value.Set(vals[0]); err != nil {
 			return usagef("%s: [tunnel.%s] %s = %s: %v (fix the value there, or override it with --%s)", at, name, key, tomlValue(keys[key]), err, fi.name)
 		}
