@@ -2,7 +2,7 @@
 GO        ?= go
 # The examples are a module of their own (examples/go.mod, joined by go.work):
 # ./... from the root does not reach them, so they are named too.
-PKGS      ?= ./... ./examples/...
+PKGS      ?= ./... ./aliyun/... ./examples/...
 FUZZTIME  ?= 10s
 
 .PHONY: all test test-env demo bench fuzz lint

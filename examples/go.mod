@@ -9,6 +9,7 @@ require (
 	github.com/go-sql-driver/mysql v1.10.1
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/jumpless/jumpless v0.0.0
+	github.com/jumpless/jumpless/aliyun v0.0.0
 	github.com/sirupsen/logrus v1.8.1
 	go.uber.org/goleak v1.3.0
 	golang.org/x/crypto v0.58.0
@@ -79,3 +80,5 @@ require (
 
 // The examples are developed with the library beside them (see ../go.work).
 replace github.com/jumpless/jumpless => ../
+
+replace github.com/jumpless/jumpless/aliyun => ../aliyun
