@@ -125,3 +125,15 @@ func realAgentDirect(t *testing.T, srv *aliyuntest.Server) {
 		t.Fatal("1 MiB through PostgreSQL and the real agent differs")
 	}
 }
+
+// TestRealAgentBinaryFoundBesideTheCheckout guards the harness's search:
+// in CI (CI=true) ../shared is beside the checkout, and a real-agent test
+// that skipped because the search missed it would pass without testing.
+func TestRealAgentBinaryFoundBesideTheCheckout(t *testing.T) {
+	if !testenv.InCI() {
+		t.Skip("checked in CI, where ../shared/peers/aliyun is beside the checkout")
+	}
+	if realagent.Find() == "" {
+		t.Fatal("CI=true but ../shared/peers/aliyun/aliyun-service.gz was not found")
+	}
+}

@@ -45,9 +45,11 @@ func Find() string {
 		dirs = append(dirs, d)
 	}
 	wd, _ := os.Getwd()
+	// Up to the repository root (the directory with go.work; aliyun has a
+	// go.mod of its own), each parent's sibling "shared".
 	for d := wd; ; d = filepath.Dir(d) {
 		dirs = append(dirs, filepath.Join(d, "..", "shared"))
-		if _, err := os.Stat(filepath.Join(d, "go.mod")); err == nil {
+		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
 			break
 		}
 		if filepath.Dir(d) == d {
