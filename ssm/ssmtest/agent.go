@@ -114,6 +114,17 @@ func newAgent(ss *session) *agent {
 	return a
 }
 
+// deliver hands a frame from the gateway to the agent's reader, blocking
+// like TCP back-pressure through MGS; false when the session ended first.
+func (a *agent) deliver(b []byte) bool {
+	select {
+	case a.in <- b:
+		return true
+	case <-a.ss.ctx.Done():
+		return false
+	}
+}
+
 func (a *agent) start() bool {
 	return a.srv.goTracked(a.run) && a.srv.goTracked(a.reader) && a.srv.goTracked(a.resender)
 }

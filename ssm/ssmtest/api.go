@@ -125,6 +125,12 @@ func (s *Server) writeAPIError(w http.ResponseWriter, e *apiError) {
 // verifySigV4 recomputes the AWS Signature Version 4 of r over the headers
 // the client listed in SignedHeaders and compares it with the one it sent.
 func (s *Server) verifySigV4(r *http.Request, body []byte) *apiError {
+	return s.verifySigV4For(r, body, "ssm")
+}
+
+// verifySigV4For is verifySigV4 for requests signed for service (the
+// agent signs its MGS requests for "ssmmessages").
+func (s *Server) verifySigV4For(r *http.Request, body []byte, wantService string) *apiError {
 	auth := r.Header.Get("Authorization")
 	if auth == "" {
 		return &apiError{status: 400, code: "MissingAuthenticationTokenException", message: messageMissingAuthenticationToken, coral: true}
@@ -172,8 +178,8 @@ func (s *Server) verifySigV4(r *http.Request, body []byte) *apiError {
 	if region != s.cfg.Region {
 		return &apiError{status: 400, code: "InvalidSignatureException", message: fmt.Sprintf("Credential should be scoped to a valid region. Credential should be scoped to correct region: '%s'.", s.cfg.Region), coral: true}
 	}
-	if service != "ssm" {
-		return &apiError{status: 400, code: "InvalidSignatureException", message: "Credential should be scoped to correct service: 'ssm'. ", coral: true}
+	if service != wantService {
+		return &apiError{status: 400, code: "InvalidSignatureException", message: "Credential should be scoped to correct service: '" + wantService + "'. ", coral: true}
 	}
 	now := time.Now().UTC()
 	if skew := now.Sub(t); skew > sigV4MaxSkew || skew < -sigV4MaxSkew {
@@ -323,13 +329,14 @@ func (s *Server) apiStartSession(body []byte) (any, *apiError) {
 	if perr != nil {
 		return nil, perr
 	}
+	real := s.mgs.agent(*in.Target) // a real agent attached through MGS (mgs.go) wins
 	s.mu.Lock()
 	addr, ok := s.cfg.Targets[*in.Target]
 	s.mu.Unlock()
-	if !ok {
+	if !ok && real == nil {
 		return nil, &apiError{status: 400, code: "TargetNotConnected", message: *in.Target + " is not connected."}
 	}
-	ss, err := s.newSession(*in.Target, doc, props, addr)
+	ss, err := s.newSession(*in.Target, doc, props, addr, real)
 	if err != nil {
 		return nil, &apiError{status: 500, code: "InternalServerError", message: err.Error()}
 	}

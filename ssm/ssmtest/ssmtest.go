@@ -208,6 +208,7 @@ type Server struct {
 
 	faults [2]faultState
 	st     counters
+	mgs    mgsState // real agents attached through MGS (mgs.go)
 }
 
 // NewServer starts an emulator listening on Config.Addr (a free port on
@@ -295,7 +296,8 @@ func NewServer(cfg Config) (*Server, error) {
 	s.wsBase = wsScheme + "://" + hostPort
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", s.serveAPI)
-	mux.HandleFunc("/v1/data-channel/", s.serveDataChannel)
+	mux.HandleFunc("/v1/data-channel/", s.routeDataChannel)
+	mux.HandleFunc("/v1/control-channel/", s.serveControlChannel)
 	s.hs = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -527,6 +529,11 @@ type Stats struct {
 	PacedBytes    int64
 	PacedTime     time.Duration
 
+	// Real agents (gateway mode, mgs.go).
+	AgentsConnected     int64 // control channels of real agents accepted
+	AgentTasksCompleted int64 // sessions a real agent reported complete (agent_task_complete, once per session)
+	FramesLostToAgent   int64 // client frames lost because the real agent's data channel was not connected or the write failed
+
 	// Strict mode.
 	Violations int64
 }
@@ -544,6 +551,7 @@ type counters struct {
 	bytesToTarget, bytesFromTarget                                                    atomic.Int64
 	pacedMessages, pacedBytes, pacedNanos                                             atomic.Int64
 	violations                                                                        atomic.Int64
+	agentsConnected, agentTasksCompleted, framesLostToAgent                           atomic.Int64
 }
 
 // Stats returns a snapshot of the counters.
@@ -571,7 +579,9 @@ func (s *Server) Stats() Stats {
 		Handshakes: c.handshakes.Load(), TargetDials: c.targetDials.Load(),
 		BytesToTarget: c.bytesToTarget.Load(), BytesFromTarget: c.bytesFromTarget.Load(),
 		PacedMessages: c.pacedMessages.Load(), PacedBytes: c.pacedBytes.Load(),
-		PacedTime:  time.Duration(c.pacedNanos.Load()),
-		Violations: c.violations.Load(),
+		PacedTime:       time.Duration(c.pacedNanos.Load()),
+		Violations:      c.violations.Load(),
+		AgentsConnected: c.agentsConnected.Load(), AgentTasksCompleted: c.agentTasksCompleted.Load(),
+		FramesLostToAgent: c.framesLostToAgent.Load(),
 	}
 }
