@@ -28,7 +28,6 @@ import (
 	"bufio"
 	"compress/gzip"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -201,19 +200,7 @@ func Start(t testing.TB, srv *ssmtest.Server) *Agent {
 		}
 	}
 	region := srv.Region()
-	cfg := map[string]any{
-		"Mgs":   map[string]any{"Region": region, "Endpoint": srv.URL(), "StopTimeoutMillis": 2000, "SessionWorkersLimit": 1000},
-		"Ssm":   map[string]any{"Endpoint": srv.URL(), "SessionLogsDestination": "none"},
-		"Mds":   map[string]any{"Endpoint": srv.URL()},
-		"S3":    map[string]any{"Endpoint": srv.URL(), "Region": region},
-		"Kms":   map[string]any{"Endpoint": srv.URL()},
-		"Agent": map[string]any{"Region": region, "ContainerMode": true, "SelfUpdate": false, "TelemetryMetricsToSSM": false},
-		"Identity": map[string]any{
-			"ConsumptionOrder": []string{"CustomIdentity"},
-			"CustomIdentities": []map[string]string{{"InstanceID": InstanceID, "Region": region, "CredentialsProvider": "DEFAULT"}},
-		},
-	}
-	b, _ := json.MarshalIndent(cfg, "", "  ")
+	b := srv.AgentConfig(InstanceID)
 	if err := os.WriteFile(filepath.Join(bin, "configuration", "amazon-ssm-agent.json"), b, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -13,10 +13,10 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// TestAgentAttachesAndLeavesNothingBehind starts the real agent against the
+// TestRealAgentAttachesAndLeavesNothingBehind starts the real agent against the
 // emulator's gateway mode, waits for its control channel, stops it and
 // checks that no process, mount or host file of it is left.
-func TestAgentAttachesAndLeavesNothingBehind(t *testing.T) {
+func TestRealAgentAttachesAndLeavesNothingBehind(t *testing.T) {
 	realagent.Require(t)
 	_, libErr := os.Stat("/var/lib/amazon")
 	_, logErr := os.Stat("/var/log/amazon")

@@ -618,3 +618,32 @@ func (s *Server) runAgentDataChannel(id string, ws *websocket.Conn) {
 		ss.fromAgent(b)
 	}
 }
+
+// AgentConfig returns an amazon-ssm-agent.json that points a real agent at
+// this server in gateway mode: container mode (only the session manager
+// part runs: no registration, health pings or document polling), the custom
+// identity instanceID in the server's region with the SDK's default
+// credential chain (give the agent the server's Credentials, e.g. as
+// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, with
+// AWS_EC2_METADATA_DISABLED=true), and every endpoint at URL. The agent
+// speaks only https/wss to MGS, so the server needs Config.TLS; the agent
+// trusts the CA through SSL_CERT_FILE (CACertPEM). Put the file in a
+// configuration folder beside the agent's binaries (ssm-agent-worker and
+// ssm-session-worker there too), or at /etc/amazon/ssm in a container.
+func (s *Server) AgentConfig(instanceID string) []byte {
+	r := s.cfg.Region
+	cfg := map[string]any{
+		"Mgs":   map[string]any{"Region": r, "Endpoint": s.url, "StopTimeoutMillis": 2000, "SessionWorkersLimit": 1000},
+		"Ssm":   map[string]any{"Endpoint": s.url, "SessionLogsDestination": "none"},
+		"Mds":   map[string]any{"Endpoint": s.url},
+		"S3":    map[string]any{"Endpoint": s.url, "Region": r},
+		"Kms":   map[string]any{"Endpoint": s.url},
+		"Agent": map[string]any{"Region": r, "ContainerMode": true, "SelfUpdate": false, "TelemetryMetricsToSSM": false},
+		"Identity": map[string]any{
+			"ConsumptionOrder": []string{"CustomIdentity"},
+			"CustomIdentities": []map[string]string{{"InstanceID": instanceID, "Region": r, "CredentialsProvider": "DEFAULT"}},
+		},
+	}
+	b, _ := json.MarshalIndent(cfg, "", "  ")
+	return append(b, '\n')
+}
