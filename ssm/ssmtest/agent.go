@@ -355,7 +355,7 @@ func (a *agent) writePump(c net.Conn) (endReason, string, bool) {
 			copy(p, buf[:n])
 			a.sendStream(wire.PayloadOutput, p, wire.FlagsNone)
 			st.bytesFromTarget.Add(int64(n))
-			pc.pace(t0)
+			pc.pace()
 			st.pacedMessages.Add(1)
 			st.pacedBytes.Add(int64(n))
 			st.pacedNanos.Add(int64(time.Since(t0)))
