@@ -111,6 +111,7 @@ func TestRealAgent(t *testing.T) {
 	t.Run("TargetRefuses", func(t *testing.T) { testTargetRefuses(t, r) })
 	t.Run("WebsocketKillMidDownload", func(t *testing.T) { testKillMidDownload(t, r) })
 	t.Run("TerminateMidTransfer", func(t *testing.T) { testTerminateMidTransfer(t, r) })
+	t.Run("RealPlugin", func(t *testing.T) { testRealPlugin(t, r) })
 	st := r.srv.Stats()
 	t.Logf("emulator: sessions started %d, ended %d, agent completed %d, frames client→agent %d (lost %d), agent→client %d (lost %d)",
 		st.SessionsStarted, st.SessionsEnded, st.AgentTasksCompleted, st.FramesToAgent, st.FramesLostToAgent, st.FramesToClient, st.FramesLost)
@@ -453,13 +454,14 @@ func testTerminateMidTransfer(t *testing.T, r *rig) {
 		t.Fatal("download does not end after TerminateSession")
 	}
 	took := time.Since(t0)
-	if err == nil {
-		t.Fatalf("SILENT TRUNCATION: after TerminateSession the download ended with io.EOF after %d of %d bytes; tun.Err() = %v", n, size, tun.Err())
+	switch {
+	case n >= size:
+		t.Errorf("the whole payload arrived before the terminate took effect")
+	case err == nil:
+		t.Errorf("SILENT TRUNCATION: after TerminateSession the download ended with io.EOF after %d of %d bytes; tun.Err() = %v", n, size, tun.Err())
+	default:
+		t.Logf("TerminateSession mid-transfer: reader failed %v later after %d bytes: %v", took.Round(time.Millisecond), n, err)
 	}
-	if n >= size {
-		t.Fatalf("the whole payload arrived before the terminate took effect")
-	}
-	t.Logf("TerminateSession mid-transfer: reader failed %v later after %d bytes: %v", took.Round(time.Millisecond), n, err)
 	r.waitNoSessions(t, 10*time.Second)
 	deadline := time.Now().Add(30 * time.Second)
 	for r.srv.Stats().AgentTasksCompleted == before.AgentTasksCompleted {
