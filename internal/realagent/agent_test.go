@@ -93,6 +93,19 @@ func (r *rig) waitNoSessions(t *testing.T, within time.Duration) {
 	}
 }
 
+// waitAgentCompleted waits until the agent reported want sessions complete
+// in total (agent_task_complete): nothing left running in the agent.
+func (r *rig) waitAgentCompleted(t *testing.T, want int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for r.srv.Stats().AgentTasksCompleted < want {
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent reported %d sessions complete, want %d", r.srv.Stats().AgentTasksCompleted, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func tail(s string) string {
 	if len(s) > 4000 {
 		return "…" + s[len(s)-4000:]
@@ -254,6 +267,9 @@ func testDownloadUpload(t *testing.T, r *rig) {
 // round trip; none may hang and no session may be left open.
 func testOpenClose(t *testing.T, r *rig, n int) {
 	echo := testenv.EchoServer(t)
+	// Every earlier session was reported complete by the agent (it acts on
+	// channel_closed after the client's TerminateSession).
+	r.waitAgentCompleted(t, r.srv.Stats().SessionsStarted)
 	before := r.srv.Stats()
 	start := time.Now()
 	var slowest time.Duration
@@ -297,13 +313,14 @@ func testOpenClose(t *testing.T, r *rig, n int) {
 		}
 	}
 	r.waitNoSessions(t, 30*time.Second)
+	r.waitAgentCompleted(t, before.AgentTasksCompleted+int64(n))
 	st := r.srv.Stats()
 	started := st.SessionsStarted - before.SessionsStarted
 	completed := st.AgentTasksCompleted - before.AgentTasksCompleted
 	t.Logf("real agent: %d open/close cycles in %v (slowest %v); sessions started %d, reported complete by the agent %d, open now %d",
 		n, time.Since(start).Round(time.Millisecond), slowest.Round(time.Millisecond), started, completed, st.SessionsOpen)
-	if started != int64(n) {
-		t.Fatalf("%d sessions started for %d cycles", started, n)
+	if started != int64(n) || completed != int64(n) {
+		t.Fatalf("%d sessions started and %d reported complete by the agent for %d cycles", started, completed, n)
 	}
 }
 
