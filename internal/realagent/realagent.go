@@ -95,24 +95,43 @@ func PeersDir() (dir string, ok bool) {
 func require(t testing.TB, bins ...string) string {
 	t.Helper()
 	dir, _ := PeersDir()
+	missingBin := ""
 	for _, b := range bins {
 		if _, err := os.Stat(filepath.Join(dir, b+".gz")); err != nil {
-			t.Skipf("realagent: no %s.gz in %q (AWS's peer builds, ../shared/peers/aws; JUMPLESS_AWS_PEERS overrides)", b, dir)
+			missingBin = b
+			break
 		}
 	}
-	miss := ""
+	missing := ""
 	if os.Geteuid() != 0 {
-		miss = "root (the agent and its namespaces need it)"
+		missing = "root (the agent and its namespaces need it)"
 	} else if _, err := exec.LookPath("unshare"); err != nil {
-		miss = "unshare (util-linux) on PATH"
+		missing = "unshare (util-linux) on PATH"
 	}
-	if miss != "" {
-		if testenv.InCI() {
-			t.Fatalf("realagent: the peer binaries are present but %s is missing; in CI (CI=true) the real-agent tests must run", miss)
-		}
-		t.Skipf("realagent: needs %s", miss)
+	switch fail, msg := verdict(dir, missingBin, missing, testenv.InCI()); {
+	case msg == "":
+	case fail:
+		t.Fatal(msg)
+	default:
+		t.Skip(msg)
 	}
 	return dir
+}
+
+// verdict applies the skip rule: without the binaries a test skips (a
+// checkout without ../shared); with them, a missing prerequisite skips on a
+// developer's machine and fails in CI. msg is "" when the test can run.
+func verdict(dir, missingBin, missing string, ci bool) (fail bool, msg string) {
+	switch {
+	case missingBin != "":
+		return false, fmt.Sprintf("realagent: no %s.gz in %q (AWS's peer builds, ../shared/peers/aws; JUMPLESS_AWS_PEERS overrides)", missingBin, dir)
+	case missing == "":
+		return false, ""
+	case ci:
+		return true, "realagent: the peer binaries are present but " + missing + " is missing; in CI (CI=true) the real-peer tests must run"
+	default:
+		return false, "realagent: needs " + missing
+	}
 }
 
 // Require skips (or, in CI with the binaries present, fails) t unless the
