@@ -122,7 +122,8 @@ func TestRealAgent(t *testing.T) {
 	t.Run("DownloadUpload4MiB", func(t *testing.T) { testDownloadUpload(t, r) })
 	t.Run("OpenClose100", func(t *testing.T) { testOpenClose(t, r, 100) })
 	t.Run("TargetRefuses", func(t *testing.T) { testTargetRefuses(t, r) })
-	t.Run("WebsocketKillMidDownload", func(t *testing.T) { testKillMidDownload(t, r) })
+	t.Run("WebsocketKillMidDownload", func(t *testing.T) { testKillMidDownload(t, r, false) })
+	t.Run("AgentWebsocketKillMidDownload", func(t *testing.T) { testKillMidDownload(t, r, true) })
 	t.Run("TerminateMidTransfer", func(t *testing.T) { testTerminateMidTransfer(t, r) })
 	t.Run("RealPlugin", func(t *testing.T) { testRealPlugin(t, r) })
 	st := r.srv.Stats()
@@ -370,10 +371,12 @@ func download(c net.Conn) (int64, []byte, error) {
 	return n, h.Sum(nil), err
 }
 
-// testKillMidDownload kills the client's websocket once during a 4 MiB
-// download with default settings: the download completes sha256-equal or
-// fails with an error, never a short read that ends in io.EOF.
-func testKillMidDownload(t *testing.T, r *rig) {
+// testKillMidDownload kills the client's websocket (agentSide: the real
+// agent's data-channel websocket, which the agent reopens by itself) once
+// during a 4 MiB download with default settings: the download completes
+// sha256-equal or fails with an error, never a short read that ends in
+// io.EOF.
+func testKillMidDownload(t *testing.T, r *rig, agentSide bool) {
 	const size = 4 << 20
 	payload := randBytes(t, size)
 	want := sha256.Sum256(payload)
@@ -405,12 +408,20 @@ func testKillMidDownload(t *testing.T, r *rig) {
 	ids := r.srv.SessionIDs()
 	killed := 0
 	for _, id := range ids {
-		killed += r.srv.KillWebsocket(id)
+		if agentSide {
+			killed += r.srv.KillAgentWebsocket(id)
+		} else {
+			killed += r.srv.KillWebsocket(id)
+		}
 	}
 	if killed != 1 {
 		t.Fatalf("killed %d websockets (sessions %v)", killed, ids)
 	}
 	killedAt := time.Since(start)
+	side := "client's"
+	if agentSide {
+		side = "agent's"
+	}
 	var got result
 	select {
 	case got = <-res:
@@ -420,12 +431,13 @@ func testKillMidDownload(t *testing.T, r *rig) {
 	total := time.Since(start)
 	switch {
 	case got.err == nil && got.n == size && bytes.Equal(got.sum, want[:]):
-		t.Logf("websocket kill at %v: download completed sha256-equal in %v", killedAt.Round(time.Millisecond), total.Round(time.Millisecond))
+		t.Logf("%s websocket killed at %v: download completed sha256-equal in %v (agent data channels opened so far %d, resumes %d)",
+			side, killedAt.Round(time.Millisecond), total.Round(time.Millisecond), r.srv.Stats().AgentDataChannels, r.srv.Stats().Resumes)
 	case got.err == nil:
-		t.Fatalf("SILENT TRUNCATION: the download ended with io.EOF after %d of %d bytes (kill at %v, end at %v); tun.Err() = %v",
-			got.n, size, killedAt.Round(time.Millisecond), total.Round(time.Millisecond), tun.Err())
+		t.Fatalf("SILENT TRUNCATION: the download ended with io.EOF after %d of %d bytes (%s websocket killed at %v, end at %v); tun.Err() = %v",
+			got.n, size, side, killedAt.Round(time.Millisecond), total.Round(time.Millisecond), tun.Err())
 	default:
-		t.Logf("websocket kill at %v: download failed loudly after %d of %d bytes in %v: %v", killedAt.Round(time.Millisecond), got.n, size, total.Round(time.Millisecond), got.err)
+		t.Logf("%s websocket killed at %v: download failed loudly after %d of %d bytes in %v: %v", side, killedAt.Round(time.Millisecond), got.n, size, total.Round(time.Millisecond), got.err)
 	}
 }
 

@@ -77,7 +77,8 @@
 //     the gateway relays binary frames verbatim between it and the client,
 //     consumes agent_session_state, drops what is sent to an end that is
 //     not connected (both ends retransmit) and loses what is in a socket
-//     that dies (KillWebsocket);
+//     that dies (KillWebsocket for the client's, KillAgentWebsocket for the
+//     agent's, which the agent reopens by itself);
 //   - reports each ended session with agent_task_complete, which the server
 //     acknowledges (agent_task_acknowledge) and counts
 //     (Stats.AgentTasksCompleted) before it closes the client's channel; a

@@ -599,6 +599,7 @@ func (s *Server) runAgentDataChannel(id string, ws *websocket.Conn) {
 	if old != nil {
 		old.close()
 	}
+	s.st.agentDataChannels.Add(1)
 	s.log.Info("ssmtest: agent data channel open", "session", id)
 	defer func() {
 		ra.mu.Lock()
@@ -646,4 +647,30 @@ func (s *Server) AgentConfig(instanceID string) []byte {
 	}
 	b, _ := json.MarshalIndent(cfg, "", "  ")
 	return append(b, '\n')
+}
+
+// KillAgentWebsocket abruptly closes the data-channel websocket of the real
+// agent of session sessionID ("" = every session with a real agent), as a
+// network failure between the agent and MGS would: what is in the socket is
+// lost, frames the client sends meanwhile are dropped (FramesLostToAgent),
+// and the agent reconnects by itself (CreateDataChannel, new websocket;
+// [A] datachannel.go Reconnect). It returns how many websockets it closed.
+func (s *Server) KillAgentWebsocket(sessionID string) int {
+	n := 0
+	for _, ss := range s.matching(sessionID) {
+		ra, ok := ss.agent.(*remoteAgent)
+		if !ok {
+			continue
+		}
+		ra.mu.Lock()
+		dc := ra.dc
+		ra.dc = nil
+		ra.mu.Unlock()
+		if dc != nil {
+			dc.close()
+			n++
+			s.st.wsKilled.Add(1)
+		}
+	}
+	return n
 }

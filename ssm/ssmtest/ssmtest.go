@@ -531,6 +531,7 @@ type Stats struct {
 
 	// Real agents (gateway mode, mgs.go).
 	AgentsConnected     int64 // control channels of real agents accepted
+	AgentDataChannels   int64 // data-channel websockets of real agents accepted (a reconnect counts again)
 	AgentTasksCompleted int64 // sessions a real agent reported complete (agent_task_complete, once per session)
 	FramesLostToAgent   int64 // client frames lost because the real agent's data channel was not connected or the write failed
 
@@ -551,7 +552,7 @@ type counters struct {
 	bytesToTarget, bytesFromTarget                                                    atomic.Int64
 	pacedMessages, pacedBytes, pacedNanos                                             atomic.Int64
 	violations                                                                        atomic.Int64
-	agentsConnected, agentTasksCompleted, framesLostToAgent                           atomic.Int64
+	agentsConnected, agentTasksCompleted, framesLostToAgent, agentDataChannels        atomic.Int64
 }
 
 // Stats returns a snapshot of the counters.
@@ -582,6 +583,6 @@ func (s *Server) Stats() Stats {
 		PacedTime:       time.Duration(c.pacedNanos.Load()),
 		Violations:      c.violations.Load(),
 		AgentsConnected: c.agentsConnected.Load(), AgentTasksCompleted: c.agentTasksCompleted.Load(),
-		FramesLostToAgent: c.framesLostToAgent.Load(),
+		FramesLostToAgent: c.framesLostToAgent.Load(), AgentDataChannels: c.agentDataChannels.Load(),
 	}
 }
