@@ -71,6 +71,10 @@ type mgsState struct {
 	tokens  map[string]string     // instance → control-channel token (CreateControlChannel)
 	agents  map[string]*agentConn // instance → its current control channel
 	changed chan struct{}         // closed and replaced when agents changes
+	// tasks holds the real-agent sessions the agent has not reported
+	// complete yet, by session id (= TaskId). It does not depend on the
+	// server's session map, which may forget ended sessions.
+	tasks map[string]*remoteAgent
 }
 
 // agentConn is a real agent's control channel.
@@ -329,14 +333,15 @@ func (s *Server) taskComplete(c *agentConn, m *wire.Message) {
 	if err := c.write(controlMessage(agentTaskAcknowledge, ack)); err != nil {
 		return
 	}
-	ss := s.session(p.TaskID)
-	if ss == nil {
+	s.mgs.mu.Lock()
+	ra := s.mgs.tasks[p.TaskID]
+	delete(s.mgs.tasks, p.TaskID) // the agent resends until acknowledged: count once
+	s.mgs.mu.Unlock()
+	if ra == nil {
 		return
 	}
-	ra, ok := ss.agent.(*remoteAgent)
-	if !ok || ra.completed.Swap(true) {
-		return
-	}
+	ra.completed.Store(true)
+	ss := ra.ss
 	s.st.agentTasksCompleted.Add(1)
 	why := endTargetClosed
 	if ra.termFlag.Load() {
@@ -423,7 +428,17 @@ func (a *remoteAgent) start() bool {
 		TaskID        string `json:"TaskId"`
 		Topic         string
 	}{string(content), 1, ss.id, topicStartSession})
+	m := &ss.srv.mgs
+	m.mu.Lock()
+	if m.tasks == nil {
+		m.tasks = make(map[string]*remoteAgent)
+	}
+	m.tasks[ss.id] = a
+	m.mu.Unlock()
 	if err := a.ctl.write(controlMessage(interactiveShell, payload)); err != nil {
+		m.mu.Lock()
+		delete(m.tasks, ss.id)
+		m.mu.Unlock()
 		ss.srv.log.Info("ssmtest: interactive_shell not sent", "session", ss.id, "error", err)
 		return false
 	}
@@ -511,12 +526,19 @@ func (s *Server) routeDataChannel(w http.ResponseWriter, r *http.Request) {
 
 // remoteSession returns the session id and its real agent.
 func (s *Server) remoteSession(id string) (*session, *remoteAgent) {
-	ss := s.session(id)
-	if ss == nil {
+	if ss := s.session(id); ss != nil {
+		ra, _ := ss.agent.(*remoteAgent)
+		return ss, ra
+	}
+	// An ended session the server no longer holds, whose agent has not
+	// reported it complete yet.
+	s.mgs.mu.Lock()
+	ra := s.mgs.tasks[id]
+	s.mgs.mu.Unlock()
+	if ra == nil {
 		return nil, nil
 	}
-	ra, _ := ss.agent.(*remoteAgent)
-	return ss, ra
+	return ra.ss, ra
 }
 
 func (s *Server) createDataChannel(w http.ResponseWriter, r *http.Request) {
