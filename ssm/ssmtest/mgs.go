@@ -79,7 +79,6 @@ type mgsState struct {
 
 // agentConn is a real agent's control channel.
 type agentConn struct {
-	srv      *Server
 	instance string
 	version  string
 	ws       *websocket.Conn
@@ -225,7 +224,7 @@ func (s *Server) serveControlChannel(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return
 		}
-		c := &agentConn{srv: s, instance: instance, ws: ws}
+		c := &agentConn{instance: instance, ws: ws}
 		if !s.goTracked(func() { s.runControlChannel(c) }) {
 			_ = ws.Close()
 		}
