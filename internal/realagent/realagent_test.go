@@ -18,8 +18,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // checks that no process, mount or host file of it is left.
 func TestRealAgentAttachesAndLeavesNothingBehind(t *testing.T) {
 	realagent.Require(t)
-	_, libErr := os.Stat("/var/lib/amazon")
-	_, logErr := os.Stat("/var/log/amazon")
+	// Places the agent writes to when it is installed normally.
+	hostPaths := []string{"/var/lib/amazon", "/var/log/amazon", "/etc/amazon", "/usr/bin/ssm-agent-worker", "/usr/bin/ssm-session-worker"}
+	existed := make(map[string]bool)
+	for _, p := range hostPaths {
+		_, err := os.Stat(p)
+		existed[p] = err == nil
+	}
 	srv, err := ssmtest.NewServer(ssmtest.Config{TLS: true})
 	if err != nil {
 		t.Fatal(err)
@@ -44,10 +49,9 @@ func TestRealAgentAttachesAndLeavesNothingBehind(t *testing.T) {
 	if strings.Contains(string(mi), "/var/lib/amazon") || strings.Contains(string(mi), "/var/log/amazon") {
 		t.Fatalf("agent mounts visible on the host:\n%s", mi)
 	}
-	if _, err := os.Stat("/var/lib/amazon"); os.IsNotExist(libErr) && !os.IsNotExist(err) {
-		t.Fatal("/var/lib/amazon was created on the host")
-	}
-	if _, err := os.Stat("/var/log/amazon"); os.IsNotExist(logErr) && !os.IsNotExist(err) {
-		t.Fatal("/var/log/amazon was created on the host")
+	for _, p := range hostPaths {
+		if _, err := os.Stat(p); err == nil && !existed[p] {
+			t.Errorf("%s was created on the host", p)
+		}
 	}
 }
