@@ -30,13 +30,13 @@ const RealisticMessagePeriod = 1395 * time.Microsecond
 // ([A] port_basic.go WritePump: time.Sleep(time.Millisecond)).
 const agentLoopSleep = time.Millisecond
 
-// idleSleepOneMs is what time.Sleep(1 ms) took on an idle host of the
+// idleSleep1ms is what time.Sleep(1 ms) took on an idle host of the
 // calibration machine class (BENCHMARKS.md).
-const idleSleepOneMs = 1099 * time.Microsecond
+const idleSleep1ms = 1099 * time.Microsecond
 
 // agentMessageCost is the real agent's per-message cost beyond its sleep,
 // modelled: RealisticMessagePeriod minus one idle Sleep(1 ms) (0.296 ms).
-const agentMessageCost = RealisticMessagePeriod - idleSleepOneMs
+const agentMessageCost = RealisticMessagePeriod - idleSleep1ms
 
 // pacer paces the target → client loop.
 type pacer struct {
