@@ -174,7 +174,7 @@ func writeToken(w http.ResponseWriter, root, token string) {
 // the request itself and returns false when the signature is not valid.
 func (s *Server) checkMGSRequest(w http.ResponseWriter, r *http.Request, body []byte) bool {
 	s.st.apiRequests.Add(1)
-	if aerr := s.verifySigV4For(r, body, mgsService); aerr != nil {
+	if aerr := s.verifySigV4(r, body, mgsService); aerr != nil {
 		s.log.Info("ssmtest: MGS request refused", "path", r.URL.Path, "error", aerr.code)
 		s.mgsError(w, http.StatusForbidden, aerr.code, aerr.message)
 		return false
