@@ -200,7 +200,7 @@ func newSession(c Config, api API, release func(), id, streamURL string) *Sessio
 
 // open dials the data channel and waits for the handshake.
 func (s *Session) open(ctx context.Context, token string) error {
-	ws, err := s.dialWS(ctx, token)
+	c, err := s.dialWS(ctx, token)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("ssm: dial session %s: %w", s.id, ctx.Err())
@@ -208,7 +208,7 @@ func (s *Session) open(ctx context.Context, token string) error {
 		return &DataChannelError{SessionID: s.id, Err: err}
 	}
 	s.wg.Add(2)
-	go s.supervise(ws)
+	go s.supervise(c)
 	go s.retransmitLoop()
 
 	t := time.NewTimer(s.cfg.HandshakeTimeout)
@@ -512,12 +512,15 @@ var _ net.Conn = (*Session)(nil)
 // wsConn is one data-channel WebSocket and the goroutines using it.
 type wsConn struct {
 	ws   *websocket.Conn
+	bc   *batchConn // the socket under ws (and its TLS)
 	dead chan struct{}
 	once sync.Once
 	err  error
 }
 
-func newWSConn(ws *websocket.Conn) *wsConn { return &wsConn{ws: ws, dead: make(chan struct{})} }
+func newWSConn(ws *websocket.Conn, bc *batchConn) *wsConn {
+	return &wsConn{ws: ws, bc: bc, dead: make(chan struct{})}
+}
 
 // fail marks the connection dead and closes the socket.
 func (c *wsConn) fail(err error) {

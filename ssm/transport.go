@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -28,12 +29,24 @@ const fastRetransmitGap = 3
 
 // dialWS dials the session's original StreamUrl and sends OpenDataChannel
 // with token (reference §3).
-func (s *Session) dialWS(ctx context.Context, token string) (*websocket.Conn, error) {
+func (s *Session) dialWS(ctx context.Context, token string) (*wsConn, error) {
+	var bc *batchConn
 	d := websocket.Dialer{
 		Proxy:            http.ProxyFromEnvironment,
 		HandshakeTimeout: 45 * time.Second,
 		ReadBufferSize:   64 << 10,
 		WriteBufferSize:  16 << 10,
+		// The writer batches frames in the socket's own buffer (batchConn);
+		// gorilla/websocket adds TLS (wss) on top of it.
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var nd net.Dialer
+			c, err := nd.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			bc = newBatchConn(c)
+			return bc, nil
+		},
 	}
 	if s.cfg.RootCAs != nil {
 		d.TLSClientConfig = &tls.Config{RootCAs: s.cfg.RootCAs, MinVersion: tls.VersionTLS12}
@@ -67,20 +80,23 @@ func (s *Session) dialWS(ctx context.Context, token string) (*websocket.Conn, er
 		}
 		return nil, fmt.Errorf("sending OpenDataChannel: %w", err)
 	}
-	return ws, nil
+	if bc == nil { // cannot happen: gorilla dials through NetDialContext
+		_ = ws.Close()
+		return nil, errors.New("ssm: websocket dialed without the batching conn")
+	}
+	return newWSConn(ws, bc), nil
 }
 
 // supervise runs the data channel for the session's lifetime: it runs one
 // WebSocket until it breaks, then resumes the session on a new one.
-func (s *Session) supervise(ws *websocket.Conn) {
+func (s *Session) supervise(c *wsConn) {
 	defer s.wg.Done()
 	first := true
 	for {
-		c := newWSConn(ws)
 		s.mu.Lock()
 		if s.err != nil {
 			s.mu.Unlock()
-			_ = ws.Close()
+			_ = c.ws.Close()
 			return
 		}
 		s.conn = c
@@ -101,7 +117,7 @@ func (s *Session) supervise(ws *websocket.Conn) {
 			return
 		}
 		s.log.Warn("ssm: data channel lost, resuming", "err", err)
-		ws, err = s.reconnect()
+		c, err = s.reconnect()
 		if err != nil {
 			s.fail(err)
 			return
@@ -112,7 +128,7 @@ func (s *Session) supervise(ws *websocket.Conn) {
 
 // reconnect obtains a fresh token with ResumeSession and redials the
 // original StreamUrl, retrying with back-off for up to ResumeTimeout.
-func (s *Session) reconnect() (*websocket.Conn, error) {
+func (s *Session) reconnect() (*wsConn, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ResumeTimeout)
 	defer cancel()
 	delay := 100 * time.Millisecond
@@ -123,9 +139,9 @@ func (s *Session) reconnect() (*websocket.Conn, error) {
 			return nil, err
 		}
 		if err == nil {
-			ws, derr := s.dialWS(ctx, tok)
+			c, derr := s.dialWS(ctx, tok)
 			if derr == nil {
-				return ws, nil
+				return c, nil
 			}
 			err = &DataChannelError{SessionID: s.id, Err: derr}
 		}
@@ -573,21 +589,37 @@ func (s *Session) encodeLocked(dst []byte, pt wire.PayloadType, seq int64, paylo
 	return out
 }
 
-// writeLoop is the only goroutine writing data frames to c.
+// writeLoop is the only goroutine writing data frames to c. Frames that are
+// ready together leave together: the writer holds c's batchConn while it
+// has jobs and releases it (one write(2)) when the queue is drained.
+// Acknowledgements lead every batch (nextJobLocked), so they never wait
+// behind data queued after them.
 func (s *Session) writeLoop(c *wsConn) error {
 	var lastDeadline time.Time
+	batching := false
 	for {
 		now := time.Now()
 		s.mu.Lock()
 		j, ok := s.nextJobLocked(now)
 		s.mu.Unlock()
 		if !ok {
+			if batching {
+				batching = false
+				if err := c.bc.release(); err != nil {
+					return err
+				}
+				continue // jobs may have arrived during the write
+			}
 			select {
 			case <-s.wkick:
 			case <-c.dead:
 				return nil
 			}
 			continue
+		}
+		if !batching {
+			batching = true
+			c.bc.hold()
 		}
 		var frame []byte
 		switch {
