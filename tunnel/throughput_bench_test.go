@@ -12,8 +12,8 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/jumpless/jumpless/internal/testenv"
-	"github.com/jumpless/jumpless/ssm/ssmtest"
 	"github.com/jumpless/jumpless/sshx"
+	"github.com/jumpless/jumpless/ssm/ssmtest"
 	"github.com/jumpless/jumpless/tunnel"
 )
 
