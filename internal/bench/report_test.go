@@ -16,10 +16,11 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/jumpless/jumpless/dialer"
 	"github.com/jumpless/jumpless/internal/testenv"
+	"github.com/jumpless/jumpless/sshx"
 	"github.com/jumpless/jumpless/ssm"
 	"github.com/jumpless/jumpless/ssm/ssmtest"
-	"github.com/jumpless/jumpless/sshx"
 	"github.com/jumpless/jumpless/tunnel"
 )
 
@@ -267,6 +268,41 @@ func BenchmarkReport(b *testing.B) {
 		tun.Close()
 		rep.realistic = append(rep.realistic, realisticRow{sessions: k, res: res})
 	}
+
+	// Databases through one realistic session.
+	tunR := r.openTunnel(b, r.realistic, 1, 0)
+	capRes := transfer(b, tunR.DialContext, r.realistic, true, 3*mib, 1)
+	rep.sessionCap = capRes.mibps
+	dsn, table, drop := mysqlTable(b)
+	defer drop()
+	plain := mysqlScan(b, tunR, dsn, table, dialer.WithoutCompression())
+	plain.name = "MySQL result set, uncompressed"
+	comp := mysqlScan(b, tunR, dsn, table)
+	comp.name = "MySQL result set, compressed (dialer default)"
+	cp := pgCopy(b, tunR)
+	cp.name = "PostgreSQL COPY TO STDOUT"
+	rep.db = []dbRow{plain, comp, cp}
+	tunR.Close()
+
+	// Heap and goroutines: an idle tunnel, idle connections.
+	h0, g0 := heapNow()
+	tunI := r.openTunnel(b, r.unpaced, 1, 0)
+	h1, g1 := heapNow()
+	rep.idleTunnelKiB, rep.idleTunnelGoroutines = float64(h1-h0)/1024, g1-g0
+	rep.connKiB, rep.connGoroutines = idleHeap(b, tunI, 16)
+	rep.directKiB, rep.directGoroutines = idleHeap(b, &nd, 16)
+	tunI.Close()
+
+	// Open → first query, without and with 30 ms one-way delay in front of
+	// the service (the data channel and the API; sshd and the database sit
+	// behind the agent, as in a VPC).
+	delayed := startChild(b, childSpec{SSHD: sshd.Addr, Pacing: ssmtest.Unpaced, DelayMS: 30})
+	var d0, d30 []float64
+	for range rounds {
+		d0 = append(d0, openToFirstQuery(b, r.tunnelConfig(r.unpaced, 1, 0)).Seconds())
+		d30 = append(d30, openToFirstQuery(b, r.tunnelConfig(delayed, 1, 0)).Seconds())
+	}
+	rep.open0, rep.open30 = median(d0), median(d30)
 	rep.write(b, outDir)
 }
 
@@ -282,9 +318,17 @@ type realisticRow struct {
 }
 
 type report struct {
-	load      string
-	unpaced   []throughputRow
-	realistic []realisticRow
+	load       string
+	unpaced    []throughputRow
+	realistic  []realisticRow
+	sessionCap float64 // MiB/s of one realistic session (download)
+	db         []dbRow
+
+	idleTunnelKiB               float64
+	idleTunnelGoroutines        int
+	connKiB, connGoroutines     float64
+	directKiB, directGoroutines float64
+	open0, open30               float64 // seconds
 }
 
 func loadAverage() string {
