@@ -183,13 +183,14 @@ type tunnelConn struct {
 
 	// read side
 	rbuf  ring
+	rerr  error     // why the read pump stopped: io.EOF (far end EOF or channel closed) or the read error
+	rdone bool      // the read pump has exited
+	rcond sync.Cond // user Read waits: data, rerr, deadline, Close
+	rpump sync.Cond // read pump waits: space, Close, abort
+	rdl   deadline
+
 	stage [readStage]byte // the read pump's buffer while rbuf is released
 	rring bool            // the read pump is reading into a segment of rbuf
-	rerr  error           // why the read pump stopped: io.EOF (far end EOF or channel closed) or the read error
-	rdone bool            // the read pump has exited
-	rcond sync.Cond       // user Read waits: data, rerr, deadline, Close
-	rpump sync.Cond       // read pump waits: space, Close, abort
-	rdl   deadline
 
 	// write side
 	wbuf    ring
