@@ -119,10 +119,14 @@ type Session struct {
 	st          Stats
 	lastBackoff time.Time
 
-	// owned by the writer goroutine
+	// owned by whoever holds wtok (the writer goroutine, or the reader
+	// sending acknowledgements inline)
+	wtok       sync.Mutex
 	rng        *rand.ChaCha8
 	ackPayload []byte
 	ackFrame   []byte
+
+	ackInline bool // reader goroutine only: it sends the acks of this frame itself
 }
 
 // maxAckQueue bounds acknowledgements waiting for the writer; beyond it new
@@ -497,7 +501,7 @@ func (s *Session) drain(ctx context.Context, d time.Duration, data bool) {
 	}
 }
 
-// newID returns a random (version 4) message id. Writer goroutine only.
+// newID returns a random (version 4) message id. Holder of wtok only.
 func (s *Session) newID() uuid.UUID {
 	var u uuid.UUID
 	binary.LittleEndian.PutUint64(u[:8], s.rng.Uint64())
@@ -514,6 +518,9 @@ type wsConn struct {
 	ws   *websocket.Conn
 	bc   *batchConn // the socket under ws (and its TLS)
 	dead chan struct{}
+
+	lastDeadline time.Time // last write-deadline extension (holder of Session.wtok)
+
 	once sync.Once
 	err  error
 }

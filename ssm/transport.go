@@ -241,10 +241,15 @@ func (s *Session) readLoop(c *wsConn) error {
 	buf := make([]byte, 0, 4096)
 	var m wire.Message
 	for {
+		t0 := time.Now()
 		typ, r, err := ws.NextReader()
 		if err != nil {
 			return err
 		}
+		// A frame that did not arrive in a burst (the reader waited for it,
+		// as with every message of a paced agent) is acknowledged by this
+		// goroutine right away instead of waking the writer for it.
+		s.ackInline = time.Since(t0) >= inlineAckWait
 		if buf, err = readAll(r, buf[:0]); err != nil {
 			return err
 		}
@@ -258,10 +263,40 @@ func (s *Session) readLoop(c *wsConn) error {
 		if err != nil {
 			return err
 		}
+		if s.ackInline {
+			s.ackInline = false
+			if err := s.sendAcksInline(c); err != nil {
+				return err
+			}
+		}
 		if waited {
 			extend()
 		}
 	}
+}
+
+// inlineAckWait: a frame the reader waited at least this long for is
+// acknowledged by the reader itself (see readLoop). Frames of a burst
+// arrive within microseconds of each other; their acknowledgements are left
+// to the writer, which sends all that are ready in one write.
+const inlineAckWait = 100 * time.Microsecond
+
+// sendAcksInline writes the queued acknowledgements from the reader
+// goroutine when the writer is idle, saving its wake-up; when the writer is
+// busy it is woken to send them in its batch.
+func (s *Session) sendAcksInline(c *wsConn) error {
+	s.mu.Lock()
+	n := s.ackQ.len()
+	s.mu.Unlock()
+	if n == 0 {
+		return nil
+	}
+	if !s.wtok.TryLock() {
+		kick(s.wkick)
+		return nil
+	}
+	defer s.wtok.Unlock()
+	return s.writeBatch(c, true)
 }
 
 func readAll(r io.Reader, buf []byte) ([]byte, error) {
@@ -443,6 +478,9 @@ func (s *Session) waitRoomLocked(c *wsConn, pt wire.PayloadType, n int) (waited 
 }
 
 func (s *Session) waitSpaceLocked(c *wsConn) error {
+	if s.ackQ.len() > 0 {
+		kick(s.wkick) // acknowledgements queued inline must not wait for the space
+	}
 	s.mu.Unlock()
 	defer s.mu.Lock()
 	select {
@@ -457,7 +495,9 @@ func (s *Session) waitSpaceLocked(c *wsConn) error {
 
 func (s *Session) queueAckLocked(seq int64, id [16]byte) {
 	s.ackQ.push(ackItem{seq: seq, id: id})
-	kick(s.wkick)
+	if !s.ackInline { // else the reader sends it after the frame (sendAcksInline)
+		kick(s.wkick)
+	}
 }
 
 // deliverLocked hands an in-order payload to its consumer.
@@ -513,13 +553,21 @@ type job struct {
 	n     int     // payload length of a fresh data message
 }
 
+// nextAckLocked picks the next acknowledgement, if any.
+func (s *Session) nextAckLocked() (job, bool) {
+	if s.ackQ.len() == 0 {
+		return job{}, false
+	}
+	it := s.ackQ.pop()
+	s.st.AcksSent++
+	return job{ack: true, ackIt: it}, true
+}
+
 // nextJobLocked picks the next frame: acknowledgements first, then resends,
 // then control messages, then new data.
 func (s *Session) nextJobLocked(now time.Time) (job, bool) {
-	if s.ackQ.len() > 0 {
-		it := s.ackQ.pop()
-		s.st.AcksSent++
-		return job{ack: true, ackIt: it}, true
+	if j, ok := s.nextAckLocked(); ok {
+		return j, true
 	}
 	if s.paused || s.err != nil {
 		return job{}, false
@@ -589,33 +637,54 @@ func (s *Session) encodeLocked(dst []byte, pt wire.PayloadType, seq int64, paylo
 	return out
 }
 
-// writeLoop is the only goroutine writing data frames to c. Frames that are
-// ready together leave together: the writer holds c's batchConn while it
-// has jobs and releases it (one write(2)) when the queue is drained.
-// Acknowledgements lead every batch (nextJobLocked), so they never wait
-// behind data queued after them.
+// writeLoop writes data-channel frames to c: it wakes when there is work
+// and writes everything ready in one batch (writeBatch). The reader writes
+// some acknowledgements itself (sendAcksInline); the write token (wtok)
+// keeps one writer of data frames at a time.
 func (s *Session) writeLoop(c *wsConn) error {
-	var lastDeadline time.Time
+	for {
+		s.wtok.Lock()
+		err := s.writeBatch(c, false)
+		s.wtok.Unlock()
+		if err != nil {
+			return err
+		}
+		select {
+		case <-s.wkick:
+		case <-c.dead:
+			return nil
+		}
+	}
+}
+
+// writeBatch writes every frame that is ready (acksOnly: every queued
+// acknowledgement) and returns when none is left. Frames that are ready
+// together leave together: it holds c's batchConn while it has frames and
+// releases it (one write(2)) when the queue is drained. Acknowledgements
+// lead every batch (nextJobLocked), so they never wait behind data queued
+// after them. The caller holds s.wtok.
+func (s *Session) writeBatch(c *wsConn, acksOnly bool) error {
 	batching := false
 	for {
 		now := time.Now()
 		s.mu.Lock()
-		j, ok := s.nextJobLocked(now)
+		var j job
+		var ok bool
+		if acksOnly {
+			j, ok = s.nextAckLocked()
+		} else {
+			j, ok = s.nextJobLocked(now)
+		}
 		s.mu.Unlock()
 		if !ok {
-			if batching {
-				batching = false
-				if err := c.bc.release(); err != nil {
-					return err
-				}
-				continue // jobs may have arrived during the write
-			}
-			select {
-			case <-s.wkick:
-			case <-c.dead:
+			if !batching {
 				return nil
 			}
-			continue
+			batching = false
+			if err := c.bc.release(); err != nil {
+				return err
+			}
+			continue // jobs may have arrived during the write
 		}
 		if !batching {
 			batching = true
@@ -632,8 +701,8 @@ func (s *Session) writeLoop(c *wsConn) error {
 		default:
 			frame = j.msg.frame
 		}
-		if now.Sub(lastDeadline) > time.Second {
-			lastDeadline = now
+		if now.Sub(c.lastDeadline) > time.Second {
+			c.lastDeadline = now
 			_ = c.ws.SetWriteDeadline(now.Add(s.cfg.PingTimeout + time.Second))
 		}
 		if err := c.ws.WriteMessage(websocket.BinaryMessage, frame); err != nil {

@@ -193,6 +193,9 @@ func medianResult(rs []result) result {
 //
 //	make bench-report
 func BenchmarkReport(b *testing.B) {
+	if os.Getenv("JUMPLESS_BENCH_REPORT") == "" {
+		b.Skip("takes minutes and rewrites docs/bench: run it with make bench-report (JUMPLESS_BENCH_REPORT=1)")
+	}
 	outDir := os.Getenv("JUMPLESS_BENCH_OUT") // default: ../../docs/bench
 	if outDir == "" {
 		outDir = "../../docs/bench"
@@ -257,6 +260,12 @@ func BenchmarkReport(b *testing.B) {
 			base = med[5]
 		}
 		rep.unpaced[i] = throughputRow{name: v.name, res: med[i], vsSSH: med[i].mibps / base.mibps}
+	}
+	if os.Getenv("JUMPLESS_BENCH_ONLY") == "unpaced" { // for before/after comparisons
+		for _, r := range rep.unpaced {
+			b.Logf("%-52s %7.1f MiB/s %5.2fx %6.2f CPU-s/GiB %6.3f allocs/KiB", r.name, r.res.mibps, r.vsSSH, r.res.cpuPerGiB, r.res.allocsPerMsg)
+		}
+		return
 	}
 
 	// Realistic pacing: k sessions carrying k connections, 1 KiB + 1 ms
