@@ -22,7 +22,7 @@ func (rep *report) svg() []byte {
 	var s strings.Builder
 	fmt.Fprintf(&s, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="12">`+"\n", W, H, W, H)
 	fmt.Fprintf(&s, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
-	fmt.Fprintf(&s, `<text x="%d" y="18" font-size="14">Download throughput vs sessions (MiB/s, log scale), one run: %s</text>`+"\n", left, "see BENCHMARKS.md")
+	fmt.Fprintf(&s, `<text x="%d" y="18" font-size="14">Download throughput vs sessions (MiB/s, log scale); one run of %s</text>`+"\n", left, "make bench-report")
 	for v := ymin; v <= ymax; v *= 4 {
 		fmt.Fprintf(&s, `<line x1="%d" x2="%.0f" y1="%.1f" y2="%.1f" stroke="#ddd"/><text x="%d" y="%.1f" text-anchor="end">%g</text>`+"\n", left, left+pw, y(v), y(v), left-6, y(v)+4, v)
 	}
@@ -76,6 +76,20 @@ func (rep *report) svg() []byte {
 	}
 	poly(bound, "#c63", "4 3", "1 KiB per 1 ms sender")
 	poly(real, "#36c", "", "jumpless, realistic agent")
+	if len(rep.db) >= 2 && rep.db[1].seconds > 0 {
+		// MySQL result rows in uncompressed bytes per second, one session.
+		for i, color := range []string{"#a3a", "#e7e"} {
+			v := rep.db[0].wireMiB / rep.db[i].seconds
+			fmt.Fprintf(&s, `<rect x="%.1f" y="%.1f" width="8" height="8" fill="%s"/>`+"\n", x(1)+10, y(v)-4, color)
+			ly := float64(top + 10 + 20*legend)
+			legend++
+			label := "MySQL rows, uncompressed"
+			if i == 1 {
+				label = "MySQL rows, compressed"
+			}
+			fmt.Fprintf(&s, `<rect x="%.0f" y="%.0f" width="8" height="8" fill="%s"/><text x="%.0f" y="%.0f">%s</text>`+"\n", left+pw+20, ly-4, color, left+pw+42, ly+4, label)
+		}
+	}
 	s.WriteString("</svg>\n")
 	return []byte(s.String())
 }
