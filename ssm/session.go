@@ -158,14 +158,18 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	if api == nil {
 		api, release = newAPI(&c)
 	}
+	pre := startPredial(ctx, &c) // the data channel's TCP and TLS, during StartSession
 	out, err := startSessionOwned(ctx, api, &c)
 	if err != nil {
+		pre.discard()
 		release()
 		return nil, err
 	}
 	s := newSession(c, api, release, aws.ToString(out.SessionId), aws.ToString(out.StreamUrl))
 	s.log.Debug("ssm: session started", "session", s.id, "target", c.Target)
-	if err := s.open(ctx, aws.ToString(out.TokenValue)); err != nil {
+	err = s.open(ctx, aws.ToString(out.TokenValue), pre)
+	pre.discard() // closes it unless the data channel took it
+	if err != nil {
 		s.abort(err)
 		return nil, err
 	}
@@ -203,8 +207,8 @@ func newSession(c Config, api API, release func(), id, streamURL string) *Sessio
 }
 
 // open dials the data channel and waits for the handshake.
-func (s *Session) open(ctx context.Context, token string) error {
-	c, err := s.dialWS(ctx, token)
+func (s *Session) open(ctx context.Context, token string, pre *predial) error {
+	c, err := s.dialWS(ctx, token, pre)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("ssm: dial session %s: %w", s.id, ctx.Err())

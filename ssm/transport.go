@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -29,7 +30,7 @@ const fastRetransmitGap = 3
 
 // dialWS dials the session's original StreamUrl and sends OpenDataChannel
 // with token (reference §3).
-func (s *Session) dialWS(ctx context.Context, token string) (*wsConn, error) {
+func (s *Session) dialWS(ctx context.Context, token string, pre *predial) (*wsConn, error) {
 	var bc *batchConn
 	d := websocket.Dialer{
 		Proxy:            http.ProxyFromEnvironment,
@@ -50,6 +51,19 @@ func (s *Session) dialWS(ctx context.Context, token string) (*wsConn, error) {
 	}
 	if s.cfg.RootCAs != nil {
 		d.TLSClientConfig = &tls.Config{RootCAs: s.cfg.RootCAs, MinVersion: tls.VersionTLS12}
+	}
+	if conn, pbc, ok := pre.take(ctx, s.streamURL); ok {
+		// Opened during StartSession (predial); TLS, if any, is done.
+		dial := func(context.Context, string, string) (net.Conn, error) {
+			bc = pbc
+			return conn, nil
+		}
+		d.Proxy = nil
+		if strings.HasPrefix(s.streamURL, "wss:") {
+			d.NetDialTLSContext = dial
+		} else {
+			d.NetDialContext = dial
+		}
 	}
 	ws, resp, err := d.DialContext(ctx, s.streamURL, nil)
 	if resp != nil && resp.Body != nil {
@@ -139,7 +153,7 @@ func (s *Session) reconnect() (*wsConn, error) {
 			return nil, err
 		}
 		if err == nil {
-			c, derr := s.dialWS(ctx, tok)
+			c, derr := s.dialWS(ctx, tok, nil)
 			if derr == nil {
 				return c, nil
 			}

@@ -207,6 +207,11 @@ func BenchmarkReport(b *testing.B) {
 	r.realistic = startChild(b, childSpec{SSHD: sshd.Addr, Pacing: ssmtest.Realistic})
 	var rep report
 	rep.load = loadAverage()
+	if os.Getenv("JUMPLESS_BENCH_ONLY") == "open" { // for before/after comparisons
+		o0, o30 := r.openTimes(b, 5)
+		b.Logf("open to first query: %.0f ms, with 30 ms delay %.0f ms: %.1f round trips", 1000*o0, 1000*o30, (o30-o0)/0.060)
+		return
+	}
 	if os.Getenv("JUMPLESS_BENCH_ONLY") == "realistic" { // for profiling
 		tun := r.openTunnel(b, r.realistic, 1, 0)
 		defer tun.Close()
@@ -302,16 +307,7 @@ func BenchmarkReport(b *testing.B) {
 	rep.directKiB, rep.directGoroutines = idleHeap(b, &nd, 16)
 	tunI.Close()
 
-	// Open → first query, without and with 30 ms one-way delay in front of
-	// the service (the data channel and the API; sshd and the database sit
-	// behind the agent, as in a VPC).
-	delayed := startChild(b, childSpec{SSHD: sshd.Addr, Pacing: ssmtest.Unpaced, DelayMS: 30})
-	var d0, d30 []float64
-	for range rounds {
-		d0 = append(d0, openToFirstQuery(b, r.tunnelConfig(r.unpaced, 1, 0)).Seconds())
-		d30 = append(d30, openToFirstQuery(b, r.tunnelConfig(delayed, 1, 0)).Seconds())
-	}
-	rep.open0, rep.open30 = median(d0), median(d30)
+	rep.open0, rep.open30 = r.openTimes(b, rounds)
 	rep.write(b, outDir)
 }
 
@@ -346,4 +342,18 @@ func loadAverage() string {
 		return "unknown"
 	}
 	return string(b[:len(b)-1])
+}
+
+// openTimes returns the medians of rounds alternated measurements of Open →
+// first query, without and with 30 ms one-way delay in front of the
+// service (the data channel and the API; sshd and the database sit behind
+// the agent, as in a VPC).
+func (r *rig) openTimes(b *testing.B, rounds int) (open0, open30 float64) {
+	delayed := startChild(b, childSpec{SSHD: r.sshd.Addr, Pacing: ssmtest.Unpaced, DelayMS: 30})
+	var d0, d30 []float64
+	for range rounds {
+		d0 = append(d0, openToFirstQuery(b, r.tunnelConfig(r.unpaced, 1, 0)).Seconds())
+		d30 = append(d30, openToFirstQuery(b, r.tunnelConfig(delayed, 1, 0)).Seconds())
+	}
+	return median(d0), median(d30)
 }
