@@ -296,16 +296,24 @@ func (s *Session) readLoop(c *wsConn) error {
 const inlineAckWait = 100 * time.Microsecond
 
 // sendAcksInline writes the queued acknowledgements from the reader
-// goroutine when the writer is idle, saving its wake-up; when the writer is
-// busy it is woken to send them in its batch.
+// goroutine when the writer is idle, saving its wake-up; otherwise the
+// writer is woken to send them in its batch.
+//
+// The reader must never block on a socket the peer is not reading while the
+// peer waits for us to read (the agent's writer holds the lock its reader
+// needs): so it writes only while none of our data is in flight or queued.
+// Then all that can stand in the peer's receive buffer are acknowledgements
+// of its own messages, which its reader drains, so the write cannot wait for
+// long; with data in flight the writer sends, and the reader keeps reading.
 func (s *Session) sendAcksInline(c *wsConn) error {
 	s.mu.Lock()
 	n := s.ackQ.len()
+	quiet := s.win.n == 0 && len(s.pending) == s.poff && s.resendQ.len() == 0 && s.ctrlQ.len() == 0
 	s.mu.Unlock()
 	if n == 0 {
 		return nil
 	}
-	if !s.wtok.TryLock() {
+	if !quiet || !s.wtok.TryLock() {
 		kick(s.wkick)
 		return nil
 	}
