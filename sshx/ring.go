@@ -101,12 +101,3 @@ func (b *ring) write(p []byte) int {
 	}
 	return n
 }
-
-// rewind moves an empty buffer's start to 0, maximising the next
-// contiguous segment. Only call it when no segment is in use outside the
-// mutex.
-func (b *ring) rewind() {
-	if b.n == 0 {
-		b.r = 0
-	}
-}

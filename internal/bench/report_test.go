@@ -168,11 +168,6 @@ func (r *rig) sshDirect(tb testing.TB) *sshx.Client {
 	return c
 }
 
-// row is one line of the report.
-type row struct {
-	name, figure, ratio, note string
-}
-
 // median of rounds.
 func median(xs []float64) float64 {
 	s := slices.Clone(xs)
