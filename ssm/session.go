@@ -233,8 +233,14 @@ func (s *Session) open(ctx context.Context, token string, pre *predial) error {
 		return err
 	case <-s.done:
 		s.mu.Lock()
-		err := s.err
+		err, hsErr := s.err, s.hsErr
 		s.mu.Unlock()
+		if hsErr != nil {
+			// Our handshake failure ended the session (the agent closed the
+			// channel on our response) before this select saw hsFail: that
+			// failure is the reason.
+			return hsErr
+		}
 		return &HandshakeError{SessionID: s.id, Reason: "the session ended before the handshake completed", Err: err}
 	case <-ctx.Done():
 		return fmt.Errorf("ssm: dial session %s: %w", s.id, ctx.Err())
