@@ -46,9 +46,10 @@ func FuzzClientFrame(f *testing.F) {
 		var m wire.Message
 		err := wire.Decode(b, &m)
 		ss.checkClientFrame(websocket.BinaryMessage, b, &m, err)
-		ss.agent.hsDone.Store(len(b)%2 == 0)
-		ss.agent.handle(b)
-		ss.agent.handle(b) // duplicate
+		a := ss.agent.(*agent)
+		a.hsDone.Store(len(b)%2 == 0)
+		a.handle(b)
+		a.handle(b) // duplicate
 	})
 }
 
@@ -63,7 +64,7 @@ func FuzzSigV4Header(f *testing.F) {
 		r := httptest.NewRequest("POST", "/", strings.NewReader("{}"))
 		r.Header.Set("Authorization", auth)
 		r.Header.Set("X-Amz-Date", date)
-		if e := ss.srv.verifySigV4(r, []byte("{}")); e == nil {
+		if e := ss.srv.verifySigV4(r, []byte("{}"), "ssm"); e == nil {
 			t.Fatalf("accepted %q %q", auth, date)
 		}
 	})
