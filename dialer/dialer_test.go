@@ -484,3 +484,53 @@ func TestTunnelClosedLeavesDriverHanging(t *testing.T) {
 		t.Fatalf("Ping through a closed tunnel took %v", d)
 	}
 }
+
+// compression returns the server's view of the connection's compression
+// ("ON" or "OFF").
+func compression(t *testing.T, db *sql.DB) string {
+	t.Helper()
+	var name, value string
+	var err error
+	bounded(func(ctx context.Context) {
+		err = db.QueryRowContext(ctx, "SHOW SESSION STATUS LIKE 'Compression'").Scan(&name, &value)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return value
+}
+
+func TestMySQLThroughTunnelNotCompressed(t *testing.T) {
+	dsn := testenv.MySQLDSN(t)
+	tun, _ := stack(t)
+	db, err := dialer.OpenMySQL(tun, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if got := compression(t, db); got != "ON" {
+		t.Fatalf("Compression = %q through the tunnel, want ON by default", got)
+	}
+}
+
+func TestMySQLCompressionOptOutIgnored(t *testing.T) {
+	dsn := testenv.MySQLDSN(t)
+	tun, _ := stack(t)
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	for name, open := range map[string]func() (*sql.DB, error){
+		"WithoutCompression": func() (*sql.DB, error) { return dialer.OpenMySQL(tun, dsn, dialer.WithoutCompression()) },
+		"DSN compress=false": func() (*sql.DB, error) { return dialer.OpenMySQL(tun, dsn+sep+"compress=false") },
+	} {
+		db, err := open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := compression(t, db); got != "OFF" {
+			t.Errorf("%s: Compression = %q, want OFF", name, got)
+		}
+		db.Close()
+	}
+}

@@ -77,6 +77,11 @@ type Config struct {
 	// StreamUrl.
 	Addr string
 
+	// AdvertiseAddr is the host:port announced in URL and StreamUrl instead
+	// of the listening address, for a proxy in front of the server (a
+	// benchmark adding network delay). "": the listening address.
+	AdvertiseAddr string
+
 	// Pacing of target → client data. Zero value: Unpaced.
 	Pacing Pacing
 
@@ -231,6 +236,8 @@ type Server struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
+	listenAddr string // where ln listens (URL may advertise another address)
+
 	mu       sync.Mutex
 	closed   bool
 	sessions map[string]*session
@@ -343,6 +350,10 @@ func NewServer(cfg Config) (*Server, error) {
 		s.tr.TLSClientConfig = &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS12}
 	}
 	s.ln = ln
+	s.listenAddr = hostPort
+	if cfg.AdvertiseAddr != "" {
+		hostPort = cfg.AdvertiseAddr
+	}
 	s.url = scheme + "://" + hostPort
 	s.wsBase = wsScheme + "://" + hostPort
 	mux := http.NewServeMux()
@@ -362,6 +373,10 @@ func NewServer(cfg Config) (*Server, error) {
 	s.log.Info("ssmtest: listening", "url", s.url, "pacing", cfg.Pacing.String(), "agentVersion", cfg.AgentVersion)
 	return s, nil
 }
+
+// ListenAddr returns the host:port the server listens on; it differs from
+// URL's when Config.AdvertiseAddr is set.
+func (s *Server) ListenAddr() string { return s.listenAddr }
 
 // URL returns the SSM API endpoint, "http://127.0.0.1:port" or
 // "https://127.0.0.1:port" (Config.TLS).
