@@ -30,6 +30,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jumpless/jumpless/link"
 	"github.com/jumpless/jumpless/sshx"
 	"github.com/jumpless/jumpless/ssm"
 )
@@ -65,8 +66,25 @@ type Config struct {
 
 	// DialBastion, if set, replaces ssm.Dial: it returns the byte stream to
 	// the SSH server (for tests and other transports). It is called once
-	// per session. Nil: ssm.Dial(ctx, SSM).
+	// per session. Nil: ssm.Dial(ctx, SSM), or Transport when set. Only in
+	// ModeSSH.
 	DialBastion func(ctx context.Context) (net.Conn, error)
+
+	// Mode selects how connections reach their destination: ModeSSH (the
+	// zero value) runs SSH over each session and opens direct-tcpip
+	// channels; ModeDirect needs no SSH: the agent forwards each
+	// connection itself (port sessions). See Mode.
+	Mode Mode
+
+	// Transport is how bytes reach the instance (see package link). Nil:
+	// AWS Session Manager with SSM (package ssm/ssmlink). In ModeSSH the
+	// SSH sessions are Transport.Dial(ctx, "localhost:<SSM.PortNumber or
+	// 22>"); in ModeDirect, port sessions (link.PortTransport) when the
+	// transport has them, else one Dial per connection.
+	Transport link.Transport
+
+	// Direct configures ModeDirect. Ignored in ModeSSH.
+	Direct DirectConfig
 
 	// CloseTimeout bounds Close (closing channels, SSH clients and the SSM
 	// sessions, which terminates them at the service). Zero:
@@ -106,6 +124,7 @@ type Tunnel struct {
 	err      error         // cause, set before done is closed
 	closeErr error
 	wg       sync.WaitGroup // session watchers
+	direct   *direct        // ModeDirect's multiplexer; nil in ModeSSH
 }
 
 // session is one bastion connection with its SSH client.
@@ -135,6 +154,9 @@ func Open(ctx context.Context, cfg Config) (*Tunnel, error) {
 		log:     cfg.Logger,
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
+	}
+	if cfg.Mode == ModeDirect {
+		return t.openDirect(ctx)
 	}
 	t.sessions = make([]*session, cfg.Sessions)
 	errs := make([]error, cfg.Sessions)
@@ -192,6 +214,15 @@ func (t *Tunnel) openSession(ctx context.Context, i int) (*session, error) {
 		c, err = t.cfg.DialBastion(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("tunnel: dial bastion: %w", err)
+		}
+	} else if t.cfg.Transport != nil {
+		port := t.cfg.SSM.PortNumber
+		if port == 0 {
+			port = ssm.DefaultPortNumber
+		}
+		c, err = t.cfg.Transport.Dial(ctx, net.JoinHostPort("localhost", fmt.Sprint(port)))
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: start session for SSH: %w", err)
 		}
 	} else {
 		sess, err := ssm.Dial(ctx, t.cfg.SSM)
@@ -300,6 +331,9 @@ func (t *Tunnel) watch(s *session) {
 // After Close, or once the tunnel is down, it returns an error matching
 // [ErrClosed] or [ErrTunnelDown].
 func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if t.direct != nil {
+		return t.direct.dial(ctx, network, addr)
+	}
 	t.mu.Lock()
 	if t.closed {
 		t.mu.Unlock()
@@ -352,6 +386,13 @@ func (t *Tunnel) closedErr() error {
 
 // Stats returns a snapshot of the tunnel's activity.
 func (t *Tunnel) Stats() Stats {
+	if t.direct != nil {
+		cs, ids, conns := t.direct.stats()
+		return Stats{
+			BytesSent: cs.bytesSent, BytesReceived: cs.bytesReceived, OpenConns: int(cs.openConns),
+			TotalConns: cs.totalConns, SessionIDs: ids, SessionConns: conns, Uptime: time.Since(t.started),
+		}
+	}
 	st := Stats{SessionIDs: t.sessionIDs(), Uptime: time.Since(t.started)}
 	for _, s := range t.sessions {
 		cs := s.client.Stats()
@@ -412,10 +453,13 @@ func (t *Tunnel) shutdown(cause error) {
 
 		finished := make(chan error, 1)
 		go func() {
-			errs := make([]error, len(t.sessions))
+			errs := make([]error, len(t.sessions)+1)
 			var wg sync.WaitGroup
 			for i, s := range t.sessions {
 				wg.Go(func() { errs[i] = s.close() })
+			}
+			if t.direct != nil {
+				wg.Go(func() { errs[len(t.sessions)] = t.direct.close() })
 			}
 			wg.Wait()
 			finished <- errors.Join(errs...)
