@@ -253,6 +253,11 @@ func (a *agent) run() {
 	a.srv.st.handshakes.Add(1)
 	a.srv.log.Debug("ssmtest: handshake complete", "session", ss.id, "clientVersion", resp.ClientVersion)
 
+	if msg := a.forbidden(); msg != "" {
+		a.srv.log.Info("ssmtest: forwarding refused", "session", ss.id, "output", msg)
+		a.end(endFailed, msg, true)
+		return
+	}
 	if !a.sleep(cfg.TargetDialDelay) {
 		a.end(a.stopWhy, a.stopOut, a.stopFail)
 		return
@@ -301,12 +306,42 @@ func (a *agent) sleep(d time.Duration) bool {
 func (a *agent) targetAddr() string {
 	p := a.ss.props
 	if h := p["host"]; h != "" {
+		if ip, ok := a.srv.cfg.Hosts[h]; ok {
+			h = ip
+		}
 		return net.JoinHostPort(h, p["portNumber"])
 	}
 	if _, _, err := net.SplitHostPort(a.ss.addr); err == nil {
 		return a.ss.addr
 	}
 	return net.JoinHostPort(a.ss.addr, p["portNumber"])
+}
+
+// forbidden applies the agent's deny list to the remote-host document's
+// host ([A] plugins/port/port.go validateParameters): resolve once, refuse
+// if any address is listed. It returns the agent's output text, or "".
+func (a *agent) forbidden() string {
+	h := a.ss.props["host"]
+	if h == "" {
+		return ""
+	}
+	name := h
+	if ip, ok := a.srv.cfg.Hosts[h]; ok {
+		name = ip
+	}
+	addrs, err := net.DefaultResolver.LookupHost(a.ss.ctx, name)
+	if err != nil {
+		return "" // the dial fails later, as in the agent
+	}
+	for _, r := range addrs {
+		ip := net.ParseIP(r)
+		for _, d := range a.srv.cfg.ForbiddenAddresses {
+			if ip != nil && ip.Equal(net.ParseIP(d)) {
+				return fmt.Sprintf("Forwarding to IP address %s is forbidden.", h)
+			}
+		}
+	}
+	return ""
 }
 
 func (a *agent) dial() (net.Conn, error) {
