@@ -42,8 +42,32 @@ type ContextDialer interface {
 // cfg.Addr (default "127.0.0.1:3306") is dialed as is, on the far side. No
 // global registration is involved, so any number of tunnels can be used at
 // once.
+//
+// MySQL servers speak first, so when a connection can report whether its
+// far end is reached (it has a Ready(ctx) error method, as direct-mode
+// tunnel connections do: their agent never confirms a connect), the dial
+// waits for the server's first byte: a refused connect is then the dial's
+// error (e.g. one matching link.ErrConnect), which the driver returns as
+// is, instead of its generic invalid-connection error.
 func MySQL(d ContextDialer, cfg *mysql.Config) {
-	cfg.DialFunc = d.DialContext
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if r, ok := c.(readier); ok {
+			if err := r.Ready(ctx); err != nil {
+				c.Close()
+				return nil, err
+			}
+		}
+		return c, nil
+	}
+}
+
+// readier is a connection that can wait until its far end has spoken.
+type readier interface {
+	Ready(ctx context.Context) error
 }
 
 // MySQLConnector parses a go-sql-driver/mysql DSN

@@ -130,7 +130,7 @@ func (c *Conn) streamErr(err error) error {
 		if !got && c.s.takeConnectError() {
 			return &link.ConnectError{Addr: c.s.cfg.Addr, SessionID: c.s.cfg.SessionID, Reason: "the agent answered ConnectToPortError"}
 		}
-		if c.s.mux.IsClosed() {
+		if c.s.isDown() {
 			return c.s.downErr(err)
 		}
 		return io.EOF // the target closed the connection (smux FIN)
@@ -220,6 +220,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 
 // Write writes to the target.
 func (c *Conn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	rerr := c.rerr
+	c.mu.Unlock()
+	if rerr != nil && rerr != io.EOF {
+		return 0, rerr // refused or session down: nothing reaches the target
+	}
 	n, err := c.st.Write(p)
 	c.s.bytesOut.Add(int64(n))
 	if err != nil {

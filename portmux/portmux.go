@@ -75,9 +75,10 @@ type Config struct {
 
 // Session is the client side of one mux port session.
 type Session struct {
-	cfg  Config
-	l    net.Conn
-	mux  *smux.Session
+	cfg      Config
+	l        net.Conn
+	linkDone <-chan struct{} // the link's Done, if it has one
+	mux      *smux.Session
 	log  *slog.Logger
 	done chan struct{}
 	wg   sync.WaitGroup
@@ -139,6 +140,9 @@ func Client(l net.Conn, cfg Config) (*Session, error) {
 		return nil, fmt.Errorf("portmux: %w", err)
 	}
 	s.mux = mux
+	if dl, ok := l.(interface{ Done() <-chan struct{} }); ok {
+		s.linkDone = dl.Done()
+	}
 	s.wg.Go(s.watch)
 	return s, nil
 }
@@ -150,10 +154,12 @@ type eofIsDown struct{ net.Conn }
 func (c eofIsDown) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if errors.Is(err, io.EOF) {
-		err = errors.New("session ended without a reason")
+		err = errLinkEOF
 	}
 	return n, err
 }
+
+var errLinkEOF = errors.New("session ended without a reason")
 
 // watch counts ConnectToPortError flags and records the session's end.
 func (s *Session) watch() {
@@ -172,6 +178,11 @@ func (s *Session) watch() {
 		case <-s.mux.CloseChan():
 			s.end(s.cause())
 			return
+		case <-s.linkDone:
+			// smux does not close itself when its connection fails.
+			s.end(s.cause())
+			s.mux.Close()
+			return
 		}
 	}
 }
@@ -181,6 +192,14 @@ func (s *Session) cause() error {
 	if dc, ok := s.l.(interface{ Err() error }); ok {
 		if err := dc.Err(); err != nil {
 			return err
+		}
+	}
+	if s.mux.IsClosed() {
+		s.mu.Lock()
+		closed := s.closed
+		s.mu.Unlock()
+		if closed {
+			return net.ErrClosed
 		}
 	}
 	return errors.New("smux session closed")
@@ -214,12 +233,8 @@ func (s *Session) Err() error {
 // session is gone; it prefers the link's own cause (e.g. a
 // *link.ForbiddenError) to what smux saw.
 func (s *Session) downErr(err error) error {
-	if !s.mux.IsClosed() {
-		select {
-		case <-s.done:
-		default:
-			return err
-		}
+	if !s.isDown() && !errors.Is(err, errLinkEOF) {
+		return err
 	}
 	cause := s.cause()
 	var fe *link.ForbiddenError
@@ -228,6 +243,21 @@ func (s *Session) downErr(err error) error {
 		return cause
 	}
 	return fmt.Errorf("%w (session %s to %s): %w", ErrSessionDown, s.cfg.SessionID, s.cfg.Addr, cause)
+}
+
+// isDown reports whether the session or its link has ended.
+func (s *Session) isDown() bool {
+	if s.mux.IsClosed() {
+		return true
+	}
+	select {
+	case <-s.done:
+		return true
+	case <-s.linkDone:
+		return true
+	default:
+		return false
+	}
 }
 
 // Load is the number of open and opening streams.

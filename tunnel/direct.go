@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jumpless/jumpless/link"
@@ -35,6 +36,7 @@ type destPool struct {
 	ready    chan struct{} // closed when opening has finished
 	err      error         // opening failed
 	basic    bool          // one session per connection
+	dropped  bool          // removed from the pools (d.mu)
 	spare    link.Link     // basic: the session opened to find that out, for the first dial
 	sessions []*portmux.Session
 	ids      []string
@@ -171,6 +173,12 @@ func (d *direct) watch(p *destPool, s *portmux.Session) {
 	case <-s.Done():
 	}
 	cause := s.Err()
+	d.mu.Lock()
+	dropped := p.dropped
+	d.mu.Unlock()
+	if dropped {
+		return
+	}
 	if errors.Is(cause, link.ErrForbidden) || errors.Is(cause, link.ErrConnect) {
 		d.t.log.Info("tunnel: destination refused by the agent", "addr", p.addr, "err", cause)
 		d.drop(p)
@@ -184,6 +192,7 @@ func (d *direct) watch(p *destPool, s *portmux.Session) {
 // drop removes p from the pools and closes its sessions.
 func (d *direct) drop(p *destPool) {
 	d.mu.Lock()
+	p.dropped = true
 	if d.pools[p.addr] == p {
 		delete(d.pools, p.addr)
 	}
@@ -193,7 +202,11 @@ func (d *direct) drop(p *destPool) {
 
 func (d *direct) closePool(p *destPool) error {
 	var errs []error
-	for _, s := range p.sessions {
+	d.mu.Lock()
+	sessions, spare := p.sessions, p.spare
+	p.sessions, p.ids, p.spare = nil, nil, nil
+	d.mu.Unlock()
+	for _, s := range sessions {
 		st := s.Stats()
 		if err := s.Close(); err != nil {
 			errs = append(errs, err)
@@ -204,10 +217,8 @@ func (d *direct) closePool(p *destPool) error {
 		d.retired.totalConns += st.TotalConns
 		d.mu.Unlock()
 	}
-	p.sessions = nil
-	if p.spare != nil {
-		p.spare.Close()
-		p.spare = nil
+	if spare != nil {
+		spare.Close()
 	}
 	return errors.Join(errs...)
 }
@@ -245,7 +256,7 @@ func (d *direct) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	if err != nil {
 		return nil, fmt.Errorf("tunnel: dial %s: %w", addr, d.downErr(err))
 	}
-	return &directConn{Conn: c, d: d}, nil
+	return &directConn{Conn: c, d: d, p: p}, nil
 }
 
 // downErr makes a session-down error match ErrTunnelDown too.
@@ -315,23 +326,61 @@ func (d *direct) close() error {
 // ErrTunnelDown.
 type directConn struct {
 	*portmux.Conn
-	d *direct
+	d       *direct
+	p       *destPool
+	refused atomic.Bool // the agent could not connect it
 }
 
+func (c *directConn) check(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, link.ErrConnect) {
+		c.refused.Store(true)
+	}
+	return c.d.downErr(err)
+}
+
+// Read reads from the destination (see portmux.Conn.Read for the errors).
 func (c *directConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if err != nil {
-		err = c.d.downErr(err)
-	}
-	return n, err
+	return n, c.check(err)
 }
 
+// Write writes to the destination.
 func (c *directConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
-	if err != nil {
-		err = c.d.downErr(err)
+	return n, c.check(err)
+}
+
+// Ready waits for the destination's first byte (see portmux.Conn.Ready).
+func (c *directConn) Ready(ctx context.Context) error {
+	return c.check(c.Conn.Ready(ctx))
+}
+
+// Close closes the connection. When the agent could not connect it and
+// the destination's sessions carry no other connection, they are closed
+// too: a refused destination leaves no session open.
+func (c *directConn) Close() error {
+	err := c.Conn.Close()
+	if c.refused.Load() {
+		c.d.dropIfIdle(c.p)
 	}
-	return n, err
+	return err
+}
+
+// dropIfIdle drops p when none of its sessions has an open connection.
+func (d *direct) dropIfIdle(p *destPool) {
+	d.mu.Lock()
+	for _, s := range p.sessions {
+		if s.Load() > 0 {
+			d.mu.Unlock()
+			return
+		}
+	}
+	d.mu.Unlock()
+	d.t.log.Debug("tunnel: dropping the sessions of a refused destination", "addr", p.addr)
+	d.drop(p)
 }
 
 var (
