@@ -79,9 +79,9 @@ type Session struct {
 	l        net.Conn
 	linkDone <-chan struct{} // the link's Done, if it has one
 	mux      *smux.Session
-	log  *slog.Logger
-	done chan struct{}
-	wg   sync.WaitGroup
+	log      *slog.Logger
+	done     chan struct{}
+	wg       sync.WaitGroup
 
 	mu        sync.Mutex
 	connErrs  int           // ConnectToPortError flags not yet given to a stream
