@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -35,6 +36,15 @@ type tunnelOpts struct {
 	connectTimeout time.Duration
 	verbose        bool
 
+	// mode is --mode: "auto", "ssh" or "direct"; validate resolves auto.
+	mode string
+	// direct: the tunnel needs no SSH (tunnel.ModeDirect).
+	direct bool
+	// destinations are opened with the tunnel in direct mode (the -L/--to
+	// targets), so that a refused address fails at once.
+	destinations []string
+	fs           *flagSet
+
 	// passphrase comes from $JUMPLESS_SSH_KEY_PASSPHRASE; never printed.
 	passphrase []byte
 	// sshAuthSock is $SSH_AUTH_SOCK, used when --ssh-agent is given.
@@ -42,6 +52,7 @@ type tunnelOpts struct {
 }
 
 func (o *tunnelOpts) register(s *flagSet) {
+	o.fs = s
 	s.group("Session Manager (AWS)")
 	s.stringVar(&o.target, "target", "ID", "", "EC2 instance (i-...) or managed node (mi-...) running the SSM agent and sshd; required")
 	s.stringVar(&o.profile, "profile", "NAME", "", "AWS shared config profile, as with the AWS CLI (default: $AWS_PROFILE or \"default\")")
@@ -62,6 +73,7 @@ func (o *tunnelOpts) register(s *flagSet) {
 	s.boolVar(&o.insecureIgnoreHostKey, "insecure-ignore-host-key", "do not verify the host key (anyone on the path can read the data); for throw-away tests only")
 
 	s.group("Tunnel")
+	s.stringVar(&o.mode, "mode", "MODE", "auto", "ssh: SSH to the instance's sshd, connections as SSH channels (needs a key; host key verified; half-close); direct: the SSM agent forwards each connection itself (no sshd, no key; AWS-StartPortForwardingSessionToRemoteHost); auto: ssh when an SSH flag (--ssh-key, --ssh-agent, --known-hosts, --host-key, ...) is given, else direct")
 	s.intVar(&o.sessions, "sessions", "N", 1, "parallel Session Manager sessions to spread connections over")
 	s.durationVar(&o.connectTimeout, "connect-timeout", "DURATION", 60*time.Second, "limit for opening the tunnel (session + SSH handshake)")
 	s.boolVar(&o.verbose, "verbose", "log protocol events to stderr")
@@ -86,6 +98,23 @@ func (o *tunnelOpts) validate(cmd string, env *Env) error {
 	}
 	if o.connectTimeout <= 0 {
 		return usagef("--connect-timeout %v: want a positive duration like 60s", o.connectTimeout)
+	}
+	sshFlags := o.sshFlagsGiven(env)
+	switch o.mode {
+	case "auto":
+		o.direct = len(sshFlags) == 0
+	case "ssh":
+	case "direct":
+		if len(sshFlags) > 0 {
+			return usagef("--mode direct uses no SSH, but %s given: drop it, or use --mode ssh", strings.Join(sshFlags, ", "))
+		}
+		o.direct = true
+	default:
+		return usagef("--mode %q: want ssh, direct or auto", o.mode)
+	}
+	if o.direct {
+		o.caBundle = expandHome(o.caBundle)
+		return nil
 	}
 	if o.endpointURL != "" && !strings.HasPrefix(o.endpointURL, "https://") && !strings.HasPrefix(o.endpointURL, "http://") {
 		return usagef("--endpoint-url %q: want an http:// or https:// URL", o.endpointURL)
@@ -127,6 +156,21 @@ func (o *tunnelOpts) validate(cmd string, env *Env) error {
 	return nil
 }
 
+// sshFlagsGiven lists the SSH-only flags given on the command line or in
+// the environment.
+func (o *tunnelOpts) sshFlagsGiven(env *Env) []string {
+	if o.fs == nil {
+		return nil
+	}
+	var given []string
+	for _, name := range []string{"ssh-key", "ssh-agent", "ssh-user", "known-hosts", "host-key", "host-key-alias", "insecure-ignore-host-key", "bastion-port", "document-name"} {
+		if o.fs.isSet(env, name) {
+			given = append(given, "--"+name)
+		}
+	}
+	return given
+}
+
 // expandHome replaces a leading "~/" with the home directory.
 func expandHome(p string) string {
 	if p == "~" || strings.HasPrefix(p, "~/") {
@@ -157,4 +201,15 @@ func parseSpecs(locals []string, to string) ([]forwardSpec, error) {
 		specs = append(specs, f)
 	}
 	return specs, nil
+}
+
+// setDestinations records the forwards' remote addresses (opened with the
+// tunnel in direct mode).
+func (o *tunnelOpts) setDestinations(specs []forwardSpec) {
+	o.destinations = o.destinations[:0]
+	for _, sp := range specs {
+		if !slices.Contains(o.destinations, sp.Remote) {
+			o.destinations = append(o.destinations, sp.Remote)
+		}
+	}
 }
