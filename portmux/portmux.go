@@ -78,6 +78,7 @@ type Session struct {
 	cfg      Config
 	l        net.Conn
 	linkDone <-chan struct{} // the link's Done, if it has one
+	linkErr  chan error      // the first read error of the link
 	mux      *smux.Session
 	log      *slog.Logger
 	done     chan struct{}
@@ -135,7 +136,8 @@ func Client(l net.Conn, cfg Config) (*Session, error) {
 	sc.MaxReceiveBuffer = 4 << 20
 	sc.MaxStreamBuffer = 65536
 	s := &Session{cfg: cfg, l: l, log: cfg.Logger, done: make(chan struct{}), errKick: make(chan struct{})}
-	mux, err := smux.Client(eofIsDown{l}, sc)
+	s.linkErr = make(chan error, 1)
+	mux, err := smux.Client(eofIsDown{l, s.linkErr}, sc)
 	if err != nil {
 		return nil, fmt.Errorf("portmux: %w", err)
 	}
@@ -149,12 +151,23 @@ func Client(l net.Conn, cfg Config) (*Session, error) {
 
 // eofIsDown makes a link's io.EOF (the session ended without a reason)
 // an error, so that smux never hands io.EOF to a stream for a dead session.
-type eofIsDown struct{ net.Conn }
+// It also reports the first read error to the session's watcher (smux does
+// not close its session when its connection fails).
+type eofIsDown struct {
+	net.Conn
+	failed chan<- error
+}
 
 func (c eofIsDown) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if errors.Is(err, io.EOF) {
 		err = errLinkEOF
+	}
+	if err != nil {
+		select {
+		case c.failed <- err:
+		default:
+		}
 	}
 	return n, err
 }
@@ -183,6 +196,14 @@ func (s *Session) watch() {
 			s.end(s.cause())
 			s.mux.Close()
 			return
+		case err := <-s.linkErr:
+			cause := s.cause()
+			if _, generic := cause.(genericClose); generic {
+				cause = err
+			}
+			s.end(cause)
+			s.mux.Close()
+			return
 		}
 	}
 }
@@ -202,8 +223,13 @@ func (s *Session) cause() error {
 			return net.ErrClosed
 		}
 	}
-	return errors.New("smux session closed")
+	return genericClose{}
 }
+
+// genericClose is the cause when nothing more telling is known.
+type genericClose struct{}
+
+func (genericClose) Error() string { return "smux session closed" }
 
 func (s *Session) end(cause error) {
 	s.mu.Lock()
@@ -247,7 +273,7 @@ func (s *Session) downErr(err error) error {
 
 // isDown reports whether the session or its link has ended.
 func (s *Session) isDown() bool {
-	if s.mux.IsClosed() {
+	if s.mux.IsClosed() || len(s.linkErr) > 0 {
 		return true
 	}
 	select {
