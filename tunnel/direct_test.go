@@ -7,7 +7,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -241,5 +243,96 @@ func TestDirectModeAcceptsSSHConfig(t *testing.T) {
 	}
 	if n := srv.Stats().SessionsStarted; n != 0 {
 		t.Fatalf("%d sessions started for a bad config", n)
+	}
+}
+
+// TestEmulatorKinderThanAgentWhenTargetStopsReading guards the emulator's
+// fidelity to the agent's smux hazard (reference §8.4): when one target
+// stops reading, the agent's smux server buffers up to 4 MiB, then stops
+// reading its socket, which blocks its websocket reader: every other
+// stream of the session stalls, including new ones, until the target reads
+// again. No client can prevent this in smux v1 (there is no per-stream
+// window); spreading connections over Sessions limits the damage.
+func TestEmulatorKinderThanAgentWhenTargetStopsReading(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var releaseOnce, first sync.Once
+	free := func() { releaseOnce.Do(func() { close(release) }) }
+	var wg sync.WaitGroup
+	t.Cleanup(func() { free(); ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			sink := false
+			first.Do(func() { sink = true })
+			wg.Go(func() {
+				defer c.Close()
+				if sink {
+					<-release // a target that stops reading
+					io.Copy(io.Discard, c)
+					return
+				}
+				io.Copy(c, c)
+			})
+		}
+	})
+	srv := directEmulator(t, ssmtest.Config{})
+	tun := open(t, directTunnelConfig(srv))
+	addr := ln.Addr().String()
+	a := dial(t, tun, addr)
+	const upload = 32 << 20
+	werr := make(chan error, 1)
+	go func() { _, err := a.Write(make([]byte, upload)); werr <- err }()
+	// Wait until the agent stops delivering to the sink.
+	var last int64 = -1
+	for stable := 0; stable < 10; {
+		time.Sleep(100 * time.Millisecond)
+		select {
+		case err := <-werr:
+			t.Fatalf("the whole upload was accepted (%v) although the target does not read", err)
+		default:
+		}
+		if n := srv.Stats().BytesToTarget; n == last {
+			stable++
+		} else {
+			last, stable = n, 0
+		}
+	}
+	if last >= upload {
+		t.Fatalf("the agent delivered all %d bytes to a target that does not read", last)
+	}
+	// A new stream's SYN queues behind the stalled upload (one byte stream
+	// per session), and the agent reads nothing more: the dial or the
+	// round trip must stall.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	b, err := tun.DialContext(ctx, "tcp", addr)
+	cancel()
+	if err == nil {
+		b.Write([]byte("ping"))
+		b.SetReadDeadline(time.Now().Add(2 * time.Second))
+		_, err = b.Read(make([]byte, 4))
+		b.Close()
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("second stream answered while the agent's smux buffer is full (%v): the emulator is kinder than the agent", err)
+		}
+	} else if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("dial during the stall: %v", err)
+	}
+	free()
+	c := dial(t, tun, addr)
+	c.Write([]byte("ping"))
+	c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	got := make([]byte, 4)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "ping" {
+		t.Fatalf("after the target read again: %q %v", got, err)
+	}
+	if err := <-werr; err != nil {
+		t.Fatalf("upload: %v", err)
 	}
 }
