@@ -2,7 +2,10 @@
 // starts one or more SSM sessions (AWS-StartSSHSession) to a managed
 // instance, runs an SSH client over each, and lets database drivers open
 // connections to hosts reachable from the instance as SSH direct-tcpip
-// channels.
+// channels. In [ModeDirect] it needs no SSH: the instance's agent forwards
+// each connection itself through port sessions (see [Mode]). How bytes
+// reach the instance is a [link.Transport] (AWS Session Manager unless
+// Config.Transport says otherwise).
 //
 // A typical ETL job opens one tunnel, hands [Tunnel.DialContext] to its
 // drivers (see package dialer), moves its data and closes the tunnel:
