@@ -37,7 +37,7 @@ type Conn struct {
 	first    chan struct{} // closed on the first byte or the end
 	firstErr error
 
-	rdl       deadline
+	rdl       time.Time // read deadline (mu)
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -49,7 +49,6 @@ func newConn(s *Session, st *smux.Stream) *Conn {
 		space:    make(chan struct{}, 1),
 		die:      make(chan struct{}),
 		first:    make(chan struct{}),
-		rdl:      makeDeadline(),
 	}
 }
 
@@ -200,20 +199,28 @@ func (c *Conn) Read(p []byte) (int, error) {
 			c.mu.Unlock()
 			return 0, err
 		}
+		dl := c.rdl
 		c.mu.Unlock()
 		if len(p) == 0 {
 			return 0, nil
 		}
-		dl := c.rdl.wait()
-		select {
-		case <-dl:
-			return 0, os.ErrDeadlineExceeded
-		default:
+		var timer *time.Timer
+		var expired <-chan time.Time
+		if !dl.IsZero() {
+			wait := time.Until(dl)
+			if wait <= 0 {
+				return 0, os.ErrDeadlineExceeded
+			}
+			timer = time.NewTimer(wait)
+			expired = timer.C
 		}
 		select {
-		case <-c.readable:
-		case <-dl:
+		case <-c.readable: // data, the end, or a new deadline
+		case <-expired:
 		case <-c.die:
+		}
+		if timer != nil {
+			timer.Stop()
 		}
 	}
 }
@@ -258,7 +265,6 @@ func (c *Conn) Close() error {
 		c.mu.Unlock()
 		close(c.die)
 		err := c.st.Close()
-		c.rdl.stop()
 		c.s.open.Add(-1)
 		if err != nil && !errors.Is(err, io.ErrClosedPipe) && !c.s.mux.IsClosed() {
 			c.closeErr = err
@@ -275,12 +281,18 @@ func (c *Conn) RemoteAddr() net.Addr { return Addr(c.s.cfg.Addr) }
 
 // SetDeadline sets both deadlines.
 func (c *Conn) SetDeadline(t time.Time) error {
-	c.rdl.set(t)
+	c.SetReadDeadline(t)
 	return c.st.SetWriteDeadline(t)
 }
 
-// SetReadDeadline sets the read deadline.
-func (c *Conn) SetReadDeadline(t time.Time) error { c.rdl.set(t); return nil }
+// SetReadDeadline sets the read deadline; a blocked Read sees it at once.
+func (c *Conn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.rdl = t
+	c.mu.Unlock()
+	kick(c.readable)
+	return nil
+}
 
 // SetWriteDeadline sets the write deadline.
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.st.SetWriteDeadline(t) }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -256,5 +257,38 @@ func TestStalledStreamFreezesSession(t *testing.T) {
 	n, err := io.CopyN(io.Discard, stalled, big)
 	if err != nil || n != big {
 		t.Fatalf("stalled stream: %d bytes, %v; want %d", n, err, big)
+	}
+}
+
+func TestReadDeadlineIgnoredByBlockedRead(t *testing.T) {
+	a, b := net.Pipe()
+	agent(t, b, echo)
+	s, err := portmux.Client(a, portmux.Config{Addr: "db:5432"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := s.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read past its deadline = %v", err)
+	}
+	c.SetReadDeadline(time.Time{})
+	go func() { time.Sleep(100 * time.Millisecond); c.SetDeadline(time.Now()) }()
+	start := time.Now()
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("blocked Read after SetDeadline(now) = %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("blocked Read returned after %v", d)
+	}
+	c.SetDeadline(time.Time{})
+	c.Write([]byte("z"))
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatalf("Read after clearing the deadline: %v", err)
 	}
 }

@@ -26,6 +26,7 @@ import (
 
 	"github.com/jumpless/jumpless/link"
 	"github.com/jumpless/jumpless/ssm"
+	"github.com/jumpless/jumpless/ssm/internal/version"
 )
 
 // Session documents (AWS-owned).
@@ -127,11 +128,11 @@ func (t *Transport) DialPort(ctx context.Context, addr string) (link.Link, link.
 	if err != nil {
 		return nil, link.PortMode{}, err
 	}
-	av, perr := parseVersion(l.AgentVersion())
+	av, perr := version.Parse(l.AgentVersion())
 	mode := link.PortMode{ConnectErrors: flags}
-	if perr == nil && compareVersion(av, versionAgentMux) > 0 {
+	if perr == nil && version.Compare(av, versionAgentMux) > 0 {
 		mode.Mux = true
-		mode.KeepAlive = compareVersion(av, versionAgentKA) <= 0
+		mode.KeepAlive = version.Compare(av, versionAgentKA) <= 0
 	} else {
 		l.basic = true
 	}
@@ -275,35 +276,4 @@ func classify(err error, addr, id string) error {
 		return &link.ConnectError{Addr: addr, SessionID: id, Reason: strings.TrimSpace(out)}
 	}
 	return err
-}
-
-func parseVersion(v string) ([]int, error) {
-	parts := strings.Split(v, ".")
-	out := make([]int, len(parts))
-	for i, p := range parts {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 {
-			return nil, fmt.Errorf("version %q is not dotted numbers", v)
-		}
-		out[i] = n
-	}
-	return out, nil
-}
-
-func compareVersion(a, b []int) int {
-	for i := 0; i < len(a) && i < len(b); i++ {
-		if a[i] != b[i] {
-			if a[i] < b[i] {
-				return -1
-			}
-			return 1
-		}
-	}
-	switch {
-	case len(a) < len(b):
-		return -1
-	case len(a) > len(b):
-		return 1
-	}
-	return 0
 }

@@ -7,8 +7,6 @@ import (
 	"io"
 	"math"
 	"net"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/xtaci/smux"
 
+	"github.com/jumpless/jumpless/ssm/internal/version"
 	"github.com/jumpless/jumpless/ssm/internal/wire"
 )
 
@@ -776,43 +775,9 @@ func (a *agent) updateRTO(sample time.Duration) {
 	a.rto = rto
 }
 
-// parseVersion parses a dotted numeric version ("3.3.1611.0").
-func parseVersion(v string) ([]int, error) {
-	parts := strings.Split(v, ".")
-	out := make([]int, len(parts))
-	for i, p := range parts {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 {
-			return nil, fmt.Errorf("version %q is not dotted numbers", v)
-		}
-		out[i] = n
-	}
-	return out, nil
-}
-
-func mustVersion(v string) []int {
-	p, err := parseVersion(v)
-	if err != nil {
-		panic(err)
-	}
-	return p
-}
-
-// compareVersion compares component-wise; fewer components is smaller.
-func compareVersion(a, b []int) int {
-	for i := 0; i < len(a) && i < len(b); i++ {
-		if a[i] != b[i] {
-			if a[i] < b[i] {
-				return -1
-			}
-			return 1
-		}
-	}
-	switch {
-	case len(a) < len(b):
-		return -1
-	case len(a) > len(b):
-		return 1
-	}
-	return 0
-}
+// parseVersion, mustVersion and compareVersion: see package version.
+var (
+	parseVersion   = version.Parse
+	mustVersion    = version.Must
+	compareVersion = version.Compare
+)
