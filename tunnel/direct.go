@@ -25,6 +25,7 @@ type direct struct {
 	mu      sync.Mutex
 	pools   map[string]*destPool
 	closed  bool
+	cause   error // why the tunnel shut down (set by close)
 	retired carrierStats // counters of sessions no longer in a pool
 
 	perConn perConnStats
@@ -259,9 +260,19 @@ func (d *direct) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	return &directConn{Conn: c, d: d, p: p}, nil
 }
 
-// downErr makes a session-down error match ErrTunnelDown too.
+// downErr makes a session-down error match ErrTunnelDown too, or, when
+// the tunnel was shut down, its cause (ErrClosed after Close).
 func (d *direct) downErr(err error) error {
-	if errors.Is(err, portmux.ErrSessionDown) && !errors.Is(err, ErrTunnelDown) {
+	if !errors.Is(err, portmux.ErrSessionDown) {
+		return err
+	}
+	d.mu.Lock()
+	cause := d.cause
+	d.mu.Unlock()
+	if cause != nil && !errors.Is(err, cause) {
+		return fmt.Errorf("%w: %w", cause, err)
+	}
+	if !errors.Is(err, ErrTunnelDown) {
 		return fmt.Errorf("%w: %w", ErrTunnelDown, err)
 	}
 	return err
@@ -300,10 +311,13 @@ func (d *direct) stats() (st carrierStats, ids []string, conns []int) {
 	return st, ids, conns
 }
 
-// close closes every pool and per-connection session.
-func (d *direct) close() error {
+// close closes every pool and per-connection session; cause is why.
+func (d *direct) close(cause error) error {
 	d.mu.Lock()
 	d.closed = true
+	if d.cause == nil {
+		d.cause = cause
+	}
 	pools := make([]*destPool, 0, len(d.pools))
 	for _, p := range d.pools {
 		pools = append(pools, p)

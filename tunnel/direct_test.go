@@ -88,6 +88,9 @@ func TestDirectModeNeedsSSH(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitNoSessions(t, srv)
+	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, io.EOF) || !errors.Is(err, tunnel.ErrClosed) {
+		t.Fatalf("Read on a conn of a closed tunnel = %v; want an error matching ErrClosed, never io.EOF", err)
+	}
 }
 
 func TestDirectCloseWritePretendsHalfClose(t *testing.T) {

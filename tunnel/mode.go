@@ -84,7 +84,7 @@ func (c Config) prepareDirect() (Config, error) {
 func (t *Tunnel) openDirect(ctx context.Context) (*Tunnel, error) {
 	t.direct = newDirect(t)
 	if err := t.direct.open(ctx, t.cfg.Direct.Destinations); err != nil {
-		t.direct.close()
+		t.direct.close(ErrClosed)
 		return nil, err
 	}
 	t.started = time.Now()

@@ -462,7 +462,7 @@ func (t *Tunnel) shutdown(cause error) {
 				wg.Go(func() { errs[i] = s.close() })
 			}
 			if t.direct != nil {
-				wg.Go(func() { errs[len(t.sessions)] = t.direct.close() })
+				wg.Go(func() { errs[len(t.sessions)] = t.direct.close(cause) })
 			}
 			wg.Wait()
 			finished <- errors.Join(errs...)
