@@ -339,3 +339,44 @@ func TestEmulatorKinderThanAgentWhenTargetStopsReading(t *testing.T) {
 		t.Fatalf("upload: %v", err)
 	}
 }
+
+// TestDirectBasicModeTargetCloseReadsEOF documents what the caller sees in
+// basic mode (agents ≤ 3.0.196.0, reference §8.3): the agent does not
+// signal the target's close, so Read does not return io.EOF (which would
+// claim a clean end); it blocks until a deadline, or until the session
+// ends, which is then an error.
+func TestDirectBasicModeTargetCloseReadsEOF(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Write([]byte("bye"))
+			c.Close()
+		}
+	})
+	srv := directEmulator(t, ssmtest.Config{AgentVersion: "3.0.196.0"})
+	tun := open(t, directTunnelConfig(srv))
+	c := dial(t, tun, ln.Addr().String())
+	got := make([]byte, 3)
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "bye" {
+		t.Fatalf("read %q %v", got, err)
+	}
+	c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read after the target closed = %v; want the deadline (basic mode does not signal the close)", err)
+	}
+	srv.CloseChannel(tun.Stats().SessionIDs[0], "")
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, io.EOF) || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Read after the session ended = %v; want the session's error, not io.EOF", err)
+	}
+}

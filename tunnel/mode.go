@@ -26,7 +26,13 @@ const (
 	// connections as smux streams; agents ≤ 3.0.196.0 get one session
 	// per connection. No half-close: CloseWrite returns an error matching
 	// errors.ErrUnsupported. The agent's own rules apply (it refuses the
-	// instance metadata addresses: *link.ForbiddenError).
+	// instance metadata addresses: *link.ForbiddenError). The agent never
+	// confirms a connect: a refused one is a *link.ConnectError from the
+	// connection's first Read (or its Ready method, which dialer.MySQL
+	// uses). In basic mode the agent does not signal the target's close:
+	// Read then blocks until a deadline or the session's end (an error,
+	// never io.EOF), and a write after the target closed makes the agent
+	// connect again (the server sees a new connection).
 	ModeDirect
 )
 
