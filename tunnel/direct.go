@@ -25,7 +25,7 @@ type direct struct {
 	mu      sync.Mutex
 	pools   map[string]*destPool
 	closed  bool
-	cause   error // why the tunnel shut down (set by close)
+	cause   error        // why the tunnel shut down (set by close)
 	retired carrierStats // counters of sessions no longer in a pool
 
 	perConn perConnStats
