@@ -384,17 +384,25 @@ func (c *directConn) Close() error {
 }
 
 // dropIfIdle drops p when none of its sessions has an open connection.
+// Terminating the sessions takes API calls, so it runs in the background,
+// owned by the tunnel (Close waits for it), not in the caller's Close.
 func (d *direct) dropIfIdle(p *destPool) {
 	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed || p.dropped {
+		return // Close terminates them
+	}
 	for _, s := range p.sessions {
 		if s.Load() > 0 {
-			d.mu.Unlock()
 			return
 		}
 	}
-	d.mu.Unlock()
 	d.t.log.Debug("tunnel: dropping the sessions of a refused destination", "addr", p.addr)
-	d.drop(p)
+	p.dropped = true
+	if d.pools[p.addr] == p {
+		delete(d.pools, p.addr)
+	}
+	d.t.wg.Go(func() { d.closePool(p) })
 }
 
 var (
