@@ -74,6 +74,9 @@ func (c Config) prepareDirect() (Config, error) {
 	if !reflect.ValueOf(ssh).IsZero() {
 		return c, &ConfigError{Field: "SSH", Problem: "ModeDirect uses no SSH: leave SSH empty, or use ModeSSH"}
 	}
+	if c.InstanceConnect != nil {
+		return c, &ConfigError{Field: "InstanceConnect", Problem: "pushes an SSH key, which ModeDirect does not use: leave it nil, or use ModeSSH"}
+	}
 	if c.Direct.StreamBuffer < 0 {
 		return c, &ConfigError{Field: "Direct.StreamBuffer", Problem: "must not be negative (0 selects 16 MiB)"}
 	}
@@ -81,13 +84,15 @@ func (c Config) prepareDirect() (Config, error) {
 		if err := c.SSM.Validate(); err != nil {
 			return c, ssmConfigError(err)
 		}
-		c.Transport = ssmlink.New(c.SSM)
 	}
 	return c, nil
 }
 
 // openDirect opens a ModeDirect tunnel (Direct.Destinations first).
 func (t *Tunnel) openDirect(ctx context.Context) (*Tunnel, error) {
+	if t.cfg.Transport == nil {
+		t.cfg.Transport = ssmlink.New(t.cfg.SSM) // the target is resolved by now
+	}
 	t.direct = newDirect(t)
 	if err := t.direct.open(ctx, t.cfg.Direct.Destinations); err != nil {
 		t.direct.close(ErrClosed)
