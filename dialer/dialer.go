@@ -75,11 +75,35 @@ func WithoutCompression() Option { return func(o *options) { o.noCompression = t
 // session), so a result set that compresses 3:1 arrives about 3 times
 // sooner; zlib costs far less CPU than that time. Servers without
 // compression support simply do not enable it.
+//
+// MySQL servers speak first, so when a connection can report whether its
+// far end is reached (it has a Ready(ctx) error method, as direct-mode
+// tunnel connections do: their agent never confirms a connect), the dial
+// waits for the server's first byte: a refused connect is then the dial's
+// error (e.g. one matching link.ErrConnect), which the driver returns as
+// is, instead of its generic invalid-connection error.
 func MySQL(d ContextDialer, cfg *mysql.Config, opts ...Option) {
-	cfg.DialFunc = d.DialContext
+	cfg.DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if r, ok := c.(readier); ok {
+			if err := r.Ready(ctx); err != nil {
+				c.Close()
+				return nil, err
+			}
+		}
+		return c, nil
+	}
 	if !collect(opts).noCompression {
 		_ = cfg.Apply(mysql.EnableCompression(true))
 	}
+}
+
+// readier is a connection that can wait until its far end has spoken.
+type readier interface {
+	Ready(ctx context.Context) error
 }
 
 // MySQLConnector parses a go-sql-driver/mysql DSN

@@ -149,16 +149,18 @@ func roundTrip(t *testing.T, db *sql.DB, ph func(int) string) {
 func mysqlPH(int) string      { return "?" }
 func postgresPH(i int) string { return fmt.Sprintf("$%d", i) }
 
-func TestMySQLRoundTripThroughSSMFails(t *testing.T) {
-	tun, _ := stack(t)
+func TestMySQLRoundTripThroughSSMFails(t *testing.T) { eachMode(t, testMySQLRoundTrip) }
+
+func testMySQLRoundTrip(t *testing.T, tun *tunnel.Tunnel) {
 	roundTrip(t, openMySQL(t, tun), mysqlPH)
 	if st := tun.Stats(); st.TotalConns == 0 || st.BytesReceived == 0 {
 		t.Fatalf("MySQL traffic did not go through the tunnel: %+v", st)
 	}
 }
 
-func TestPostgresRoundTripThroughSSMFails(t *testing.T) {
-	tun, _ := stack(t)
+func TestPostgresRoundTripThroughSSMFails(t *testing.T) { eachMode(t, testPostgresRoundTrip) }
+
+func testPostgresRoundTrip(t *testing.T, tun *tunnel.Tunnel) {
 	dsn := testenv.PostgresDSN(t)
 	t.Run("database/sql", func(t *testing.T) {
 		roundTrip(t, openPostgres(t, tun), postgresPH)
@@ -229,8 +231,9 @@ func TestPostgresHostResolvedLocally(t *testing.T) {
 	}
 }
 
-func TestPostgresCopy100kRowsCorrupted(t *testing.T) {
-	tun, _ := stack(t)
+func TestPostgresCopy100kRowsCorrupted(t *testing.T) { eachMode(t, testPostgresCopy100k) }
+
+func testPostgresCopy100k(t *testing.T, tun *tunnel.Tunnel) {
 	c := ctx(t, 120*time.Second)
 	conn, err := dialer.ConnectPgx(c, tun, testenv.PostgresDSN(t))
 	if err != nil {
@@ -273,8 +276,9 @@ func TestPostgresCopy100kRowsCorrupted(t *testing.T) {
 	}
 }
 
-func TestMySQLBulkInsert100kRowsCorrupted(t *testing.T) {
-	tun, _ := stack(t)
+func TestMySQLBulkInsert100kRowsCorrupted(t *testing.T) { eachMode(t, testMySQLBulkInsert100k) }
+
+func testMySQLBulkInsert100k(t *testing.T, tun *tunnel.Tunnel) {
 	db := openMySQL(t, tun)
 	c := ctx(t, 120*time.Second)
 	tbl := table("bulk")
@@ -324,8 +328,9 @@ func TestMySQLBulkInsert100kRowsCorrupted(t *testing.T) {
 	}
 }
 
-func Test64ConcurrentConnsOnOneTunnelInterfere(t *testing.T) {
-	tun, _ := stack(t)
+func Test64ConcurrentConnsOnOneTunnelInterfere(t *testing.T) { eachMode(t, test64ConcurrentConns) }
+
+func test64ConcurrentConns(t *testing.T, tun *tunnel.Tunnel) {
 	db := openMySQL(t, tun)
 	const n = 64
 	db.SetMaxOpenConns(n)

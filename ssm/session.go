@@ -485,6 +485,9 @@ func (s *Session) close() error {
 		s.drain(ctx, min(s.cfg.CloseTimeout/2, 2*time.Second), true)
 		s.mu.Lock()
 		if s.err == nil {
+			if s.cfg.DisconnectOnClose {
+				s.ctrlQ.push(ctrlItem{ptype: wire.PayloadFlag, payload: wire.FlagPayload(wire.DisconnectToPort)})
+			}
 			s.ctrlQ.push(ctrlItem{ptype: wire.PayloadFlag, payload: wire.FlagPayload(wire.TerminateSession)})
 		}
 		s.mu.Unlock()

@@ -550,6 +550,9 @@ func (s *Session) deliverLocked(pt wire.PayloadType, p []byte) {
 	case wire.PayloadFlag:
 		f, err := wire.ParseFlag(p)
 		s.log.Debug("ssm: flag from agent", "flag", f, "err", err)
+		if err == nil && s.cfg.OnFlag != nil {
+			s.cfg.OnFlag(Flag(f))
+		}
 	default:
 		s.log.Debug("ssm: ignored payload", "type", pt, "len", len(p))
 	}
