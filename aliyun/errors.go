@@ -10,6 +10,7 @@ import (
 	"github.com/alibabacloud-go/tea/tea"
 
 	"github.com/jumpless/jumpless/aliyun/internal/axt"
+	"github.com/jumpless/jumpless/link"
 )
 
 var (
@@ -150,7 +151,9 @@ func apiError(op string, err error) error {
 }
 
 // StatusError is a Status 2 (Aborted), 5 (Closed) or 6 (Exited) from the
-// server, with its reason (e.g. "AgentTimeout", "FlowExceedLimit").
+// server, with its reason (e.g. "AgentTimeout", "FlowExceedLimit"). It
+// matches ErrSessionClosed, and also link.ErrConnect when the reason says
+// the agent could not connect to the target (see [StatusError.ConnectFailed]).
 type StatusError struct {
 	Code   byte
 	Reason string
@@ -168,8 +171,29 @@ func (e *StatusError) Error() string {
 	case "AgentTimeout", "InitChannelFailed", "OpenChannelFailed":
 		s += " (the Cloud Assistant agent on the instance did not answer: check it runs and is ≥ 2.2.3.256)"
 	}
+	if e.ConnectFailed() {
+		s += " (the instance could not connect to the target: check the address, that something listens there, and security groups)"
+	}
 	return s
 }
 
 // Unwrap makes errors.Is(err, ErrSessionClosed) true.
 func (e *StatusError) Unwrap() error { return ErrSessionClosed }
+
+// ConnectFailed reports whether the reason says the agent could not open
+// the TCP connection to the target: "Open_port_failed" (agent v2.2.3.578),
+// "OpenTargetPortFailed" (newer agents' session results) or
+// "OpenPortFailed" (the emulator's stand-in: what Alibaba's server relays to
+// the client is not public; see docs/aliyun.md).
+func (e *StatusError) ConnectFailed() bool {
+	switch strings.ToLower(strings.ReplaceAll(e.Reason, "_", "")) {
+	case "openportfailed", "opentargetportfailed":
+		return true
+	}
+	return false
+}
+
+// Is makes errors.Is(err, link.ErrConnect) true when [StatusError.ConnectFailed].
+func (e *StatusError) Is(target error) bool {
+	return target == link.ErrConnect && e.ConnectFailed()
+}

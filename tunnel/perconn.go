@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 
 	"github.com/jumpless/jumpless/link"
@@ -163,7 +164,19 @@ func (c *linkConn) Ready(ctx context.Context) error {
 	if err == nil {
 		err = io.ErrNoProgress
 	}
-	return err
+	return c.downErr(err)
+}
+
+// downErr makes the error of a connection whose session ended (the
+// Link's Err is set) match ErrTunnelDown too, keeping the cause. A refused
+// connect (link.ErrConnect, link.ErrForbidden), a deadline and the
+// connection's own Close are left as they are.
+func (c *linkConn) downErr(err error) error {
+	if err == nil || c.Link.Err() == nil || errors.Is(err, ErrTunnelDown) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, link.ErrConnect) || errors.Is(err, link.ErrForbidden) {
+		return err
+	}
+	return fmt.Errorf("%w: session %s to %s: %w", ErrTunnelDown, c.Link.ID(), c.addr, err)
 }
 
 func (c *linkConn) Read(p []byte) (int, error) {
@@ -178,13 +191,13 @@ func (c *linkConn) Read(p []byte) (int, error) {
 	c.rmu.Unlock()
 	n, err := c.Link.Read(p)
 	c.count(0, n)
-	return n, err
+	return n, c.downErr(err)
 }
 
 func (c *linkConn) Write(p []byte) (int, error) {
 	n, err := c.Link.Write(p)
 	c.count(n, 0)
-	return n, err
+	return n, c.downErr(err)
 }
 
 func (c *linkConn) count(sent, received int) {
