@@ -4,9 +4,7 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -343,9 +341,15 @@ func (s *Session) SetReadDeadline(t time.Time) error { s.rdl.set(t); return nil 
 // error matching os.ErrDeadlineExceeded.
 func (s *Session) SetWriteDeadline(t time.Time) error { s.wdl.set(t); return nil }
 
-// Read reads stream bytes from the target. After the service closed the
-// session it returns the buffered bytes, then io.EOF (or a
-// *ChannelClosedError when the service gave a reason).
+// Read reads stream bytes from the target. Once the session has ended it
+// returns the bytes already received, then why it ended: never io.EOF,
+// because the service's channel_closed does not say whether the target
+// closed the connection or the session was terminated (by TerminateSession,
+// a timeout, or the agent); a short stream must not look complete. The
+// error is a *ChannelClosedError (matching ErrSessionTerminated) after
+// channel_closed, one matching ErrSessionGone or ErrReconnect when the data
+// channel was lost for good, or ErrClosed (matching net.ErrClosed) after
+// Close.
 func (s *Session) Read(p []byte) (int, error) {
 	for {
 		if isClosed(s.rdl.wait()) {
@@ -386,13 +390,7 @@ func (s *Session) Read(p []byte) (int, error) {
 	}
 }
 
-func (s *Session) readErrLocked() error {
-	var cc *ChannelClosedError
-	if errors.As(s.err, &cc) && cc.Output == "" {
-		return io.EOF
-	}
-	return s.err
-}
+func (s *Session) readErrLocked() error { return s.err }
 
 // Write queues p for the target. It blocks while the write buffer is full.
 // The bytes are sent in messages of up to Config.MaxPayload bytes as soon as
