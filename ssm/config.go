@@ -40,8 +40,8 @@ const (
 	DefaultWriteBuffer      = 256 << 10
 	DefaultReadBuffer       = 4 << 20
 	DefaultReorderBuffer    = 16384
-	DefaultPingInterval     = 20 * time.Second
-	DefaultPingTimeout      = 60 * time.Second
+	DefaultPingInterval     = 2 * time.Second
+	DefaultPingTimeout      = 8 * time.Second
 	DefaultResumeTimeout    = 2 * time.Minute
 	DefaultCloseTimeout     = 5 * time.Second
 	DefaultMinRTO           = time.Second
@@ -126,13 +126,17 @@ type Config struct {
 	// Zero: 16384.
 	ReorderBuffer int
 
-	// PingInterval is how often a WebSocket ping is sent. Zero: 20s.
-	// Negative: no pings (a dead socket is then only noticed by TCP).
+	// PingInterval is how often a WebSocket ping is sent. Zero: 2s.
+	// Negative: no pings and no read deadline (a dead path is then only
+	// noticed by TCP, or by the SSH keepalive above).
 	PingInterval time.Duration
 
 	// PingTimeout is how long the WebSocket may stay silent (no pong, no
-	// frame) before it is considered dead and the session reconnects.
-	// Zero: 60s. Ignored when PingInterval is negative.
+	// frame of any kind) before it is considered dead and the session
+	// resumes on a new one. Any frame counts, so a busy socket whose pongs
+	// queue behind data is not taken for dead, and a silent dead path is
+	// noticed within PingTimeout. Zero: 8s. Ignored when PingInterval is
+	// negative.
 	PingTimeout time.Duration
 
 	// ResumeTimeout bounds the attempts to re-establish a broken data
@@ -265,7 +269,7 @@ func (c *Config) validate() error {
 		}
 	}
 	if c.PingInterval > 0 && c.PingTimeout <= c.PingInterval {
-		return &ConfigError{"PingTimeout", fmt.Sprintf("%v is not longer than PingInterval (%v): an idle but healthy data channel would be taken for dead between pings; make it a few intervals (0 selects 60s, PingInterval 0 selects 20s)", c.PingTimeout, c.PingInterval)}
+		return &ConfigError{"PingTimeout", fmt.Sprintf("%v is not longer than PingInterval (%v): an idle but healthy data channel would be taken for dead between pings; make it a few intervals (0 selects 8s, PingInterval 0 selects 2s)", c.PingTimeout, c.PingInterval)}
 	}
 	if c.MinRTO > c.MaxRTO {
 		return &ConfigError{"MinRTO", "must not exceed MaxRTO"}

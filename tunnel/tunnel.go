@@ -280,7 +280,19 @@ func (t *Tunnel) watch(s *session) {
 		// own Err would only say "closed".
 		cause = s.client.Err()
 	case <-bastionDone:
+		// The SSH client follows at once (its transport failed), and its
+		// error wraps the session's; if the SSH client itself closed the
+		// session (keepalive timeout), only the client knows why.
 		cause = dc.Err()
+		select {
+		case <-s.client.Done():
+			if err := s.client.Err(); err != nil {
+				cause = err
+			}
+		case <-time.After(2 * time.Second):
+		case <-t.closing:
+			return
+		}
 	}
 	if cause == nil {
 		cause = errors.New("connection closed")
@@ -442,8 +454,9 @@ func (t *Tunnel) sessionIDs() []string {
 	return ids
 }
 
-// Done returns a channel closed when the tunnel has shut down, by Close or
-// because a session ended.
+// Done returns a channel closed when the tunnel has shut down by Close, or
+// as soon as a session ended (closing the other sessions follows; Close
+// waits for that).
 func (t *Tunnel) Done() <-chan struct{} { return t.done }
 
 // Err returns nil while the tunnel is up; after Done is closed it returns
@@ -481,6 +494,13 @@ func (t *Tunnel) shutdown(cause error) {
 		t.mu.Unlock()
 		t.stop(cause)
 		close(t.closing)
+		failed := cause != ErrClosed
+		if failed {
+			// A failure is reported at once; closing the sessions (which
+			// may wait for a service that is gone) follows.
+			t.err = cause
+			close(t.done)
+		}
 
 		finished := make(chan error, 1)
 		go func() {
@@ -502,8 +522,10 @@ func (t *Tunnel) shutdown(cause error) {
 		case <-timer.C:
 			t.closeErr = fmt.Errorf("tunnel: close: sessions did not close within %v", t.cfg.CloseTimeout)
 		}
-		t.err = cause
-		close(t.done)
+		if !failed {
+			t.err = cause
+			close(t.done)
+		}
 		st := t.Stats()
 		t.log.Info("tunnel closed", "sessions", st.SessionIDs, "conns", st.TotalConns,
 			"sent", st.BytesSent, "received", st.BytesReceived, "cause", cause)

@@ -208,6 +208,8 @@ type Server struct {
 
 	faults [2]faultState
 	st     counters
+
+	blackholed atomic.Bool // Blackhole: the network path to the service is dead
 }
 
 // NewServer starts an emulator listening on Config.Addr (a free port on
@@ -297,7 +299,7 @@ func NewServer(cfg Config) (*Server, error) {
 	mux.HandleFunc("/", s.serveAPI)
 	mux.HandleFunc("/v1/data-channel/", s.serveDataChannel)
 	s.hs = &http.Server{
-		Handler:           mux,
+		Handler:           s.unlessBlackholed(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slogErrorLog(s.log),
 	}
@@ -574,4 +576,29 @@ func (s *Server) Stats() Stats {
 		PacedTime:  time.Duration(c.pacedNanos.Load()),
 		Violations: c.violations.Load(),
 	}
+}
+
+// Blackhole makes the network path to the service die silently, as a
+// dead NAT, VPN or firewall does: every client websocket turns into a black
+// hole (see StallWebsocket), and from now on every HTTP request (API calls,
+// data-channel dials) is accepted by TCP but never answered, until the
+// client gives up or the server closes. The sessions stay alive at the
+// service. It cannot be undone.
+func (s *Server) Blackhole() {
+	s.blackholed.Store(true)
+	s.StallWebsocket("")
+}
+
+// unlessBlackholed wraps h: after Blackhole, requests hang unanswered.
+func (s *Server) unlessBlackholed(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.blackholed.Load() {
+			select {
+			case <-r.Context().Done():
+			case <-s.ctx.Done():
+			}
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
