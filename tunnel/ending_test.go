@@ -10,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	ssmsdk "github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/aws-sdk-go-v2/aws"
+	ssmsdk "github.com/aws/aws-sdk-go-v2/service/ssm"
 	"go.uber.org/goleak"
 
 	"github.com/jumpless/jumpless/internal/testenv"
