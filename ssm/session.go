@@ -11,6 +11,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -86,6 +87,8 @@ type Session struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	progress atomic.Int64 // unix nanos of the last new stream message from the agent
 
 	mu           sync.Mutex
 	conn         *wsConn // nil while reconnecting
@@ -305,6 +308,22 @@ func (s *Session) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.err
+}
+
+// LastProgress returns when the data channel last accepted a stream
+// message from the agent that it had not seen before (in order, or parked
+// out of order), retransmissions included; the zero time if none yet.
+//
+// While it keeps moving the session is alive even if the stream is stalled
+// behind a gap: after a WebSocket loss the agent repairs lost messages one
+// per 100 ms (reference §6.5), so a protocol running over the session (SSH
+// keepalives, package sshx) may wait tens of seconds for a reply that is
+// queued behind the repair. sshx.Client consults it for that reason.
+func (s *Session) LastProgress() time.Time {
+	if n := s.progress.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
 }
 
 // Stats returns a snapshot of the session's counters.

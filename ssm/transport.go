@@ -376,6 +376,7 @@ func (s *Session) handleData(c *wsConn, m *wire.Message) (waited bool, err error
 		}
 		s.reorder[seq] = inMsg{ptype: m.PayloadType, buf: parkPayload(m.Payload)}
 		s.st.OutOfOrder++
+		s.progress.Store(time.Now().UnixNano())
 		s.queueAckLocked(seq, m.MessageID)
 		return waited, nil
 	}
@@ -386,6 +387,7 @@ func (s *Session) handleData(c *wsConn, m *wire.Message) (waited bool, err error
 	}
 	s.queueAckLocked(seq, m.MessageID)
 	s.expected++
+	s.progress.Store(time.Now().UnixNano())
 	s.deliverLocked(m.PayloadType, m.Payload)
 	for {
 		im, ok := s.reorder[s.expected]
