@@ -310,9 +310,10 @@ func (s *Session) Err() error {
 	return s.err
 }
 
-// LastProgress returns when the data channel last accepted a stream
-// message from the agent that it had not seen before (in order, or parked
-// out of order), retransmissions included; the zero time if none yet.
+// LastProgress returns when the data channel last received a stream data
+// message from the agent, retransmissions and duplicates included (the
+// agent resends a message whose acknowledgement was lost); the zero time if
+// none yet.
 //
 // While it keeps moving the session is alive even if the stream is stalled
 // behind a gap: after a WebSocket loss the agent repairs lost messages one

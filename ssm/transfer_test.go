@@ -32,8 +32,13 @@ func TestLargeTransferUnpacedLosesNoByte(t *testing.T) {
 // faultyTransfer echoes n bytes each way with the given faults and kills the
 // session's websocket wantKills times (once 1/3 and 2/3 of the bytes were
 // echoed back).
+//
+// Each kill loses 100 frames in the dying socket (ssmtest.Config.KillLoss;
+// the default, 480, is exercised by the tunnel package's 64 MiB test, whose
+// subject is the repair stall), so the stall per kill is ≈ 10 s and the
+// test stays about random faults.
 func faultyTransfer(t *testing.T, n int64, toClient, toAgent ssmtest.Faults, wantKills int) {
-	faultyTransferWith(t, transferOpts{emu: ssmtest.Config{Pacing: ssmtest.Unpaced}, timeout: 120 * time.Second},
+	faultyTransferWith(t, transferOpts{emu: ssmtest.Config{Pacing: ssmtest.Unpaced, KillLoss: 100}, timeout: 180 * time.Second},
 		n, toClient, toAgent, wantKills)
 }
 

@@ -348,6 +348,9 @@ func (s *Session) handleAck(m *wire.Message) {
 // re-acknowledge duplicates; acknowledge everything accepted at once.
 func (s *Session) handleData(c *wsConn, m *wire.Message) (waited bool, err error) {
 	seq := m.SequenceNumber
+	// Any stream message, a retransmitted duplicate included, shows the
+	// agent is alive and repairing (LastProgress).
+	s.progress.Store(time.Now().UnixNano())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.paused = false
@@ -376,7 +379,6 @@ func (s *Session) handleData(c *wsConn, m *wire.Message) (waited bool, err error
 		}
 		s.reorder[seq] = inMsg{ptype: m.PayloadType, buf: parkPayload(m.Payload)}
 		s.st.OutOfOrder++
-		s.progress.Store(time.Now().UnixNano())
 		s.queueAckLocked(seq, m.MessageID)
 		return waited, nil
 	}
@@ -387,7 +389,6 @@ func (s *Session) handleData(c *wsConn, m *wire.Message) (waited bool, err error
 	}
 	s.queueAckLocked(seq, m.MessageID)
 	s.expected++
-	s.progress.Store(time.Now().UnixNano())
 	s.deliverLocked(m.PayloadType, m.Payload)
 	for {
 		im, ok := s.reorder[s.expected]

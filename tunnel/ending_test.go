@@ -2,10 +2,15 @@ package tunnel_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
+	"math/rand/v2"
 	"net"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -376,5 +381,101 @@ func TestDialBadAddressIsTyped(t *testing.T) {
 	}
 	if n := tun.Stats().TotalConns; n != 0 {
 		t.Errorf("%d connections opened", n)
+	}
+}
+
+// TestDownloadSurvivesThreeLossyKillsWithDefaults guards resume against the
+// real agent's slow repair: a 64 MiB download through three websocket kills
+// with the emulator's lossy default (each kill loses ssmtest.DefaultKillLoss
+// frames in the dying socket, repaired only by the agent's head-of-line
+// retransmission, one per 100 ms: a stall longer than the SSH keepalive
+// timeout) and default client settings completes sha256-equal, and the
+// tunnel never goes down.
+func TestDownloadSurvivesThreeLossyKillsWithDefaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("about two minutes: three repair stalls of ~35 s each")
+	}
+	verifyNoLeaks(t)
+	const size = 64 << 20
+	sshd := testenv.StartSSHD(t)
+	srv := newEmulator(t, sshd.Addr)
+	want := make(chan [32]byte, 1)
+	src := testenv.TCPServer(t, func(c net.Conn) {
+		h := sha256.New()
+		rng := rand.New(rand.NewPCG(1, 2))
+		buf := make([]byte, 64<<10)
+		for sent := 0; sent < size; sent += len(buf) {
+			for i := 0; i < len(buf); i += 8 {
+				binary.LittleEndian.PutUint64(buf[i:], rng.Uint64())
+			}
+			h.Write(buf)
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+		want <- [32]byte(h.Sum(nil))
+		c.Close()
+	})
+	logs := &testenv.SyncBuffer{}
+	cfg := ssmConfig(srv, sshd)
+	cfg.SSH.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	tun := open(t, cfg)
+	defer tun.Close()
+	c := dial(t, tun, src)
+	defer c.Close()
+
+	h := sha256.New()
+	buf := make([]byte, 64<<10)
+	var got int64
+	kills := 0
+	start := time.Now()
+	last := start
+	var longest time.Duration
+	c.SetReadDeadline(time.Now().Add(10 * time.Minute))
+	for {
+		n, err := c.Read(buf)
+		if n > 0 {
+			now := time.Now()
+			if d := now.Sub(last); d > longest {
+				longest = d
+			}
+			last = now
+			h.Write(buf[:n])
+			got += int64(n)
+			if kills < 3 && got > int64(kills+1)*size/4 {
+				if srv.KillWebsocket("") != 1 {
+					t.Fatal("KillWebsocket found no websocket")
+				}
+				kills++
+				t.Logf("%v: websocket killed at %d MiB (%d frames lost in the socket so far)",
+					time.Since(start).Round(time.Millisecond), got>>20, srv.Stats().FramesLostInSocket)
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("read after %d of %d bytes, %d kills: %v (tunnel: %v)", got, size, kills, err, tun.Err())
+		}
+	}
+	st := srv.Stats()
+	t.Logf("64 MiB through %d lossy kills in %v; longest stall %v; emulator: lost in socket %d, lost %d, agent retransmissions %d",
+		kills, time.Since(start).Round(time.Second), longest.Round(time.Millisecond), st.FramesLostInSocket, st.FramesLost, st.Retransmissions)
+	if got != size || [32]byte(h.Sum(nil)) != <-want {
+		t.Fatalf("received %d bytes, sha256 equal %v", got, false)
+	}
+	if kills != 3 || st.FramesLostInSocket < 3*ssmtest.DefaultKillLoss {
+		t.Fatalf("%d kills lost %d frames in the socket; want 3 kills losing ≥ %d", kills, st.FramesLostInSocket, 3*ssmtest.DefaultKillLoss)
+	}
+	if longest < sshx.DefaultKeepaliveInterval+sshx.DefaultKeepaliveTimeout {
+		t.Errorf("longest stall %v: the kills did not stall the stream past an SSH keepalive interval plus timeout, so the test proves nothing about it", longest)
+	}
+	if held := strings.Count(logs.String(), "keepalive reply delayed"); held == 0 {
+		t.Errorf("no keepalive outlived its timeout during the stalls: the test proves nothing about progress as liveness")
+	} else {
+		t.Logf("%d keepalive timeouts deferred because the session was still receiving", held)
+	}
+	if err := tun.Err(); err != nil {
+		t.Fatalf("tunnel down: %v", err)
 	}
 }

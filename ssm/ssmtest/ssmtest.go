@@ -58,6 +58,14 @@ const (
 	DefaultHandshakeTimeout = 15 * time.Second // agent: datachannel.go:51
 	DefaultDrainTimeout     = 2 * time.Second  // agent: datachannel.go:388-403
 	DefaultChunkSize        = 1024             // agent: StreamDataPayloadSize
+
+	// DefaultKillLoss is Config.KillLoss's default: the frames a dying
+	// socket takes with it. The real path lost about 700 agent frames when
+	// the client stalled for a second before a kill (a second of the
+	// agent's output in the kernel buffers on both sides); 480 is fewer,
+	// and enough that the agent's one-per-100 ms repair (≈ 48 s) outlasts
+	// an SSH keepalive interval plus its timeout (15 s + 30 s by default).
+	DefaultKillLoss = 480
 )
 
 // Config configures a Server. The zero value is usable (no targets, so every
@@ -159,6 +167,21 @@ type Config struct {
 	// repairs them — one message per RTO (≤ 1 s; with an unpaced agent
 	// the RTO reaches 1 s) — the pessimistic, source-backed behaviour.
 	BufferWhileDisconnected bool
+
+	// KillLoss is how many frames each KillWebsocket loses in the dying
+	// socket (its kernel buffers, on both sides) before the service
+	// notices: from the call, frames in either direction cross into the
+	// dead socket and are lost, until KillLoss frames were lost, or nothing
+	// crossed for 100 ms (an idle session has nothing in its buffers), or
+	// 2 s passed; then the agent stops sending, the socket closes and the
+	// service pauses the agent, as before. Agent frames lost that way, and
+	// those whose acknowledgement was lost, are repaired after the client
+	// resumes only by the agent's head-of-line retransmission, one message
+	// per 100 ms tick (reference §6.5): a stall of about KillLoss × 100 ms
+	// (with BufferWhileDisconnected the gateway replays them at once).
+	// 0: DefaultKillLoss (480). Negative: nothing is lost in the socket
+	// (kinder than a real path: for tests about something else).
+	KillLoss int
 
 	// IdleTimeout ends a session from the service side (channel_closed with
 	// Output IdleTimeoutOutput) when no stream data crossed the gateway in
@@ -487,22 +510,23 @@ type Stats struct {
 	WebsocketsStalled  int64 // turned into a black hole by StallWebsocket
 
 	// Frames crossing the gateway.
-	FramesFromClient  int64 // frames read from client websockets (after the OpenDataChannel)
-	FramesToAgent     int64 // frames delivered to the agent (after ToAgent faults)
-	FramesFromAgent   int64 // frames the agent handed to the gateway for the client
-	FramesToClient    int64 // frames written to client websockets (after ToClient faults)
-	FramesMalformed   int64 // client frames dropped because they could not be decoded
-	FramesStalled     int64 // frames lost in either direction on a stalled websocket (StallWebsocket)
-	FramesLost        int64 // agent frames lost because no client websocket was connected or the write failed
-	FramesBuffered    int64 // agent frames held for a disconnected client (BufferWhileDisconnected)
-	FramesReplayed    int64 // held frames written to the client's next websocket
-	FramesDropped     int64 // dropped by fault injection (both directions)
-	FramesDuplicated  int64 // duplicated by fault injection
-	FramesReordered   int64 // held back and sent after the next frame by fault injection
-	FramesDelayed     int64 // delayed by fault injection
-	DigestsCorrupted  int64 // digests corrupted by fault injection
-	ControlToClient   int64 // service messages sent to the client (channel_closed, ...)
-	AgentSessionState int64 // agent_session_state messages consumed by the gateway (never forwarded)
+	FramesFromClient   int64 // frames read from client websockets (after the OpenDataChannel)
+	FramesToAgent      int64 // frames delivered to the agent (after ToAgent faults)
+	FramesFromAgent    int64 // frames the agent handed to the gateway for the client
+	FramesToClient     int64 // frames written to client websockets (after ToClient faults)
+	FramesMalformed    int64 // client frames dropped because they could not be decoded
+	FramesStalled      int64 // frames lost in either direction on a stalled websocket (StallWebsocket)
+	FramesLostInSocket int64 // frames lost in either direction in a dying socket (KillWebsocket, Config.KillLoss)
+	FramesLost         int64 // agent frames lost because no client websocket was connected or the write failed
+	FramesBuffered     int64 // agent frames held for a disconnected client (BufferWhileDisconnected)
+	FramesReplayed     int64 // held frames written to the client's next websocket
+	FramesDropped      int64 // dropped by fault injection (both directions)
+	FramesDuplicated   int64 // duplicated by fault injection
+	FramesReordered    int64 // held back and sent after the next frame by fault injection
+	FramesDelayed      int64 // delayed by fault injection
+	DigestsCorrupted   int64 // digests corrupted by fault injection
+	ControlToClient    int64 // service messages sent to the client (channel_closed, ...)
+	AgentSessionState  int64 // agent_session_state messages consumed by the gateway (never forwarded)
 
 	// Agent reliability layer.
 	AgentMessagesSent  int64 // output_stream_data messages (first transmissions)
@@ -536,7 +560,7 @@ type Stats struct {
 type counters struct {
 	sessionsOpen, sessionsStarted, sessionsEnded, sessionsTerminated, sessionsFailed  atomic.Int64
 	apiRequests, apiErrors, resumes                                                   atomic.Int64
-	wsAccepted, wsRejected, wsKilled, wsStalled, framesStalled                        atomic.Int64
+	wsAccepted, wsRejected, wsKilled, wsStalled, framesStalled, framesLostInSocket    atomic.Int64
 	framesFromClient, framesToAgent, framesFromAgent, framesToClient, framesMalformed atomic.Int64
 	framesLost, framesDropped, framesDuplicated, framesReordered, framesDelayed       atomic.Int64
 	framesBuffered, framesReplayed                                                    atomic.Int64
@@ -557,7 +581,7 @@ func (s *Server) Stats() Stats {
 		SessionsFailed: c.sessionsFailed.Load(),
 		APIRequests:    c.apiRequests.Load(), APIErrors: c.apiErrors.Load(), Resumes: c.resumes.Load(),
 		WebsocketsAccepted: c.wsAccepted.Load(), WebsocketsRejected: c.wsRejected.Load(), WebsocketsKilled: c.wsKilled.Load(),
-		WebsocketsStalled: c.wsStalled.Load(), FramesStalled: c.framesStalled.Load(),
+		WebsocketsStalled: c.wsStalled.Load(), FramesStalled: c.framesStalled.Load(), FramesLostInSocket: c.framesLostInSocket.Load(),
 		FramesFromClient: c.framesFromClient.Load(), FramesToAgent: c.framesToAgent.Load(),
 		FramesFromAgent: c.framesFromAgent.Load(), FramesToClient: c.framesToClient.Load(),
 		FramesMalformed: c.framesMalformed.Load(), FramesLost: c.framesLost.Load(),
