@@ -639,13 +639,14 @@ func (ss *session) finish(why endReason, output string, failed bool) {
 		if cc != nil {
 			cc.close()
 		}
+		ss.srv.forget(ss.id)
 	})
 }
 
 // KillWebsocket abruptly closes the client websocket of the session id (""
 // = every session), as a network failure would. First the socket dies:
 // frames in either direction are lost in its buffers, up to Config.KillLoss
-// agent frames (see there); then the service notices, pauses the agent and
+// frames (see there); then the service notices, pauses the agent and
 // closes the connection. Frames the agent sends while the client is away
 // are lost too, unless Config.BufferWhileDisconnected keeps them. The
 // session stays alive: the client resumes with ResumeSession and a redial

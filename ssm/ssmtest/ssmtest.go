@@ -233,6 +233,55 @@ type Server struct {
 	st     counters
 
 	blackholed atomic.Bool // Blackhole: the network path to the service is dead
+
+	// Ended sessions are forgotten (removed from sessions) so that a
+	// long-running emulator does not grow; the ids of the last
+	// maxEndedRemembered stay known, so that ResumeSession answers "no
+	// token" and TerminateSession succeeds for them as for an ended
+	// session, rather than DoesNotExistException. Guarded by mu.
+	ended     map[string]struct{}
+	endedRing []string
+	endedNext int
+}
+
+// maxEndedRemembered bounds the ids of ended sessions the server keeps.
+const maxEndedRemembered = 4096
+
+// forget removes an ended session, remembering its id (bounded).
+func (s *Server) forget(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.sessions[id]; !ok {
+		return
+	}
+	delete(s.sessions, id)
+	if s.ended == nil {
+		s.ended = make(map[string]struct{})
+	}
+	if len(s.endedRing) < maxEndedRemembered {
+		s.endedRing = append(s.endedRing, id)
+	} else {
+		delete(s.ended, s.endedRing[s.endedNext])
+		s.endedRing[s.endedNext] = id
+		s.endedNext = (s.endedNext + 1) % maxEndedRemembered
+	}
+	s.ended[id] = struct{}{}
+}
+
+// SessionCount returns how many sessions the server holds in memory: the
+// open ones and those still ending. Ended sessions are forgotten.
+func (s *Server) SessionCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// recentlyEnded reports whether id is a forgotten ended session.
+func (s *Server) recentlyEnded(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.ended[id]
+	return ok
 }
 
 // NewServer starts an emulator listening on Config.Addr (a free port on
