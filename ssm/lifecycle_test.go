@@ -380,3 +380,16 @@ func TestTLSEndpointAndRootCAs(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCloseSaysGoodbyeWithCloseFrame guards a clean goodbye: Close sends
+// the TerminateSession flag and then a websocket close frame with code 1000,
+// so the service sees a normal closure, not 1006.
+func TestCloseSaysGoodbyeWithCloseFrame(t *testing.T) {
+	echo := startEcho(t, nil)
+	srv := newEmulator(t, ssmtest.Config{}, echo.addr())
+	s := dial(t, clientConfig(srv))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "a normal websocket closure", func() bool { return srv.Stats().WebsocketsClosedNormally == 1 })
+}

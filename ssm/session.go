@@ -267,6 +267,9 @@ func (s *Session) failLocked(err error) {
 	close(s.done)
 	s.cancel()
 	if s.conn != nil {
+		if s.closing {
+			s.conn.goodbye()
+		}
 		s.conn.fail(err)
 	}
 	if s.holdTimer != nil {
@@ -482,6 +485,14 @@ func (s *Session) close() error {
 		s.mu.Unlock()
 		kick(s.wkick)
 		s.drain(ctx, min(s.cfg.CloseTimeout/4, time.Second), false)
+		// A clean goodbye: a close frame (1000) after the flag, so the
+		// gateway sees a normal closure rather than 1006.
+		s.mu.Lock()
+		c := s.conn
+		s.mu.Unlock()
+		if c != nil {
+			c.goodbye()
+		}
 	}
 	err := terminateSession(ctx, s.api, s.id)
 	s.fail(ErrClosed)
@@ -529,13 +540,22 @@ var _ net.Conn = (*Session)(nil)
 
 // wsConn is one data-channel WebSocket and the goroutines using it.
 type wsConn struct {
-	ws   *websocket.Conn
-	dead chan struct{}
-	once sync.Once
-	err  error
+	ws      *websocket.Conn
+	dead    chan struct{}
+	once    sync.Once
+	byeOnce sync.Once
+	err     error
 }
 
 func newWSConn(ws *websocket.Conn) *wsConn { return &wsConn{ws: ws, dead: make(chan struct{})} }
+
+// goodbye sends a close frame (1000, normal closure), once, bounded by a
+// short deadline: the session is over, the socket is about to close.
+func (c *wsConn) goodbye() {
+	c.byeOnce.Do(func() {
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(200*time.Millisecond))
+	})
+}
 
 // fail marks the connection dead and closes the socket.
 func (c *wsConn) fail(err error) {

@@ -51,15 +51,16 @@ const (
 
 // clientConn is one client websocket attached to a session.
 type clientConn struct {
-	ws      *websocket.Conn
-	wmu     sync.Mutex
-	once    sync.Once
-	stalled atomic.Bool  // StallWebsocket: the path is a black hole
-	dying   atomic.Bool  // KillWebsocket: frames cross into a dead socket
-	lost    atomic.Int64 // frames (both directions) lost while dying
-	lostAt  atomic.Int64 // unix nanos of the last one
-	limit   int64        // KillLoss: frames the dying socket holds
-	full    atomic.Bool  // the dying socket holds limit frames: the service has noticed
+	ws         *websocket.Conn
+	wmu        sync.Mutex
+	once       sync.Once
+	stalled    atomic.Bool   // StallWebsocket: the path is a black hole
+	dying      atomic.Bool   // KillWebsocket: frames cross into a dead socket
+	peerClosed chan struct{} // closed when the reader stops (client close frame or error)
+	lost       atomic.Int64  // frames (both directions) lost while dying
+	lostAt     atomic.Int64  // unix nanos of the last one
+	limit      int64         // KillLoss: frames the dying socket holds
+	full       atomic.Bool   // the dying socket holds limit frames: the service has noticed
 }
 
 // errStalled is what write returns on a stalled websocket: the frame went
@@ -256,7 +257,7 @@ func (s *Server) serveDataChannel(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) runDataChannel(id string, ws *websocket.Conn) {
-	cc := &clientConn{ws: ws}
+	cc := &clientConn{ws: ws, peerClosed: make(chan struct{})}
 	stop := context.AfterFunc(s.ctx, cc.close)
 	defer stop()
 	defer cc.close()
@@ -310,6 +311,10 @@ func (s *Server) runDataChannel(id string, ws *websocket.Conn) {
 	for {
 		mt, b, err := ws.ReadMessage()
 		if err != nil {
+			if websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+				s.st.wsClosedNormally.Add(1)
+			}
+			close(cc.peerClosed)
 			return
 		}
 		if cc.stalled.Load() {
@@ -637,7 +642,24 @@ func (ss *session) finish(why endReason, output string, failed bool) {
 		ss.client = nil
 		ss.mu.Unlock()
 		if cc != nil {
-			cc.close()
+			if why == endTerminateFlag {
+				// The client said goodbye: give its close frame a moment
+				// to arrive, as a server completing the close handshake.
+				if !ss.srv.goTracked(func() {
+					t := time.NewTimer(time.Second)
+					defer t.Stop()
+					select {
+					case <-cc.peerClosed:
+					case <-t.C:
+					case <-ss.srv.ctx.Done():
+					}
+					cc.close()
+				}) {
+					cc.close()
+				}
+			} else {
+				cc.close()
+			}
 		}
 		ss.srv.forget(ss.id)
 	})

@@ -553,10 +553,11 @@ type Stats struct {
 	Resumes     int64 // successful ResumeSession calls that issued a token
 
 	// Websockets (client side of the gateway).
-	WebsocketsAccepted int64 // OpenDataChannel with a valid token
-	WebsocketsRejected int64 // closed for a bad first frame or token
-	WebsocketsKilled   int64 // closed by KillWebsocket
-	WebsocketsStalled  int64 // turned into a black hole by StallWebsocket
+	WebsocketsAccepted       int64 // OpenDataChannel with a valid token
+	WebsocketsRejected       int64 // closed for a bad first frame or token
+	WebsocketsKilled         int64 // closed by KillWebsocket
+	WebsocketsStalled        int64 // turned into a black hole by StallWebsocket
+	WebsocketsClosedNormally int64 // closed by the client with a close frame, code 1000 (anything else is an abnormal closure, 1006)
 
 	// Frames crossing the gateway.
 	FramesFromClient   int64 // frames read from client websockets (after the OpenDataChannel)
@@ -610,6 +611,7 @@ type counters struct {
 	sessionsOpen, sessionsStarted, sessionsEnded, sessionsTerminated, sessionsFailed  atomic.Int64
 	apiRequests, apiErrors, resumes                                                   atomic.Int64
 	wsAccepted, wsRejected, wsKilled, wsStalled, framesStalled, framesLostInSocket    atomic.Int64
+	wsClosedNormally                                                                  atomic.Int64
 	framesFromClient, framesToAgent, framesFromAgent, framesToClient, framesMalformed atomic.Int64
 	framesLost, framesDropped, framesDuplicated, framesReordered, framesDelayed       atomic.Int64
 	framesBuffered, framesReplayed                                                    atomic.Int64
@@ -630,7 +632,7 @@ func (s *Server) Stats() Stats {
 		SessionsFailed: c.sessionsFailed.Load(),
 		APIRequests:    c.apiRequests.Load(), APIErrors: c.apiErrors.Load(), Resumes: c.resumes.Load(),
 		WebsocketsAccepted: c.wsAccepted.Load(), WebsocketsRejected: c.wsRejected.Load(), WebsocketsKilled: c.wsKilled.Load(),
-		WebsocketsStalled: c.wsStalled.Load(), FramesStalled: c.framesStalled.Load(), FramesLostInSocket: c.framesLostInSocket.Load(),
+		WebsocketsStalled: c.wsStalled.Load(), FramesStalled: c.framesStalled.Load(), FramesLostInSocket: c.framesLostInSocket.Load(), WebsocketsClosedNormally: c.wsClosedNormally.Load(),
 		FramesFromClient: c.framesFromClient.Load(), FramesToAgent: c.framesToAgent.Load(),
 		FramesFromAgent: c.framesFromAgent.Load(), FramesToClient: c.framesToClient.Load(),
 		FramesMalformed: c.framesMalformed.Load(), FramesLost: c.framesLost.Load(),
