@@ -540,11 +540,12 @@ var _ net.Conn = (*Session)(nil)
 
 // wsConn is one data-channel WebSocket and the goroutines using it.
 type wsConn struct {
-	ws      *websocket.Conn
-	dead    chan struct{}
-	once    sync.Once
-	byeOnce sync.Once
-	err     error
+	ws       *websocket.Conn
+	dead     chan struct{}
+	draining atomic.Bool // a write failed: the reader only drains what is left
+	once     sync.Once
+	byeOnce  sync.Once
+	err      error
 }
 
 func newWSConn(ws *websocket.Conn) *wsConn { return &wsConn{ws: ws, dead: make(chan struct{})} }
@@ -555,6 +556,24 @@ func (c *wsConn) goodbye() {
 	c.byeOnce.Do(func() {
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(200*time.Millisecond))
 	})
+}
+
+// drainTime bounds how long the reader may still take frames already
+// received after a write on the socket failed.
+const drainTime = 200 * time.Millisecond
+
+// drain gives the reader drainTime to read what is left in the socket; it
+// reports false if the connection is already dead.
+func (c *wsConn) drain() bool {
+	select {
+	case <-c.dead:
+		return false
+	default:
+	}
+	if !c.draining.Swap(true) {
+		_ = c.ws.UnderlyingConn().SetReadDeadline(time.Now().Add(drainTime))
+	}
+	return true
 }
 
 // fail marks the connection dead and closes the socket.

@@ -167,7 +167,8 @@ func (s *Session) requeueAllLocked() {
 // session ends.
 func (s *Session) runConn(c *wsConn) error {
 	var wg sync.WaitGroup
-	run := func(f func(*wsConn) error) {
+	readerDone := make(chan struct{})
+	run := func(f func(*wsConn) error, reader bool) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -175,13 +176,26 @@ func (s *Session) runConn(c *wsConn) error {
 			if err == nil {
 				err = errors.New("stopped")
 			}
+			if reader {
+				close(readerDone)
+			} else if c.drain() {
+				// The socket broke under a write, but frames the peer sent
+				// before it went away may still be in the receive buffer
+				// (channel_closed with the reason, data): let the reader
+				// take them before the socket is closed.
+				select {
+				case <-readerDone:
+				case <-c.dead:
+				case <-s.ctx.Done():
+				}
+			}
 			c.fail(err)
 		}()
 	}
-	run(s.readLoop)
-	run(s.writeLoop)
+	run(s.readLoop, true)
+	run(s.writeLoop, false)
 	if s.cfg.PingInterval > 0 {
-		run(s.pingLoop)
+		run(s.pingLoop, false)
 	}
 	select {
 	case <-c.dead:
@@ -215,7 +229,7 @@ func (s *Session) readLoop(c *wsConn) error {
 	ws.SetReadLimit(maxFrame)
 	var lastExtend time.Time
 	extend := func() {
-		if s.cfg.PingInterval > 0 {
+		if s.cfg.PingInterval > 0 && !c.draining.Load() {
 			lastExtend = time.Now()
 			_ = ws.SetReadDeadline(lastExtend.Add(s.cfg.PingTimeout))
 		}

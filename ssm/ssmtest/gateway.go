@@ -642,9 +642,19 @@ func (ss *session) finish(why endReason, output string, failed bool) {
 		ss.client = nil
 		ss.mu.Unlock()
 		if cc != nil {
-			if why == endTerminateFlag {
-				// The client said goodbye: give its close frame a moment
-				// to arrive, as a server completing the close handshake.
+			if why != endServerClosed {
+				// channel_closed was the last frame: half-close, so that
+				// the client reads it before the end of the stream (an
+				// abrupt close with the client's frames unread would send
+				// a reset, and the client's kernel would drop it), and
+				// give the client's own close (a close frame after its
+				// terminate flag, or its socket close) a moment, as a
+				// server completing a close handshake.
+				if cw, ok := cc.ws.UnderlyingConn().(interface{ CloseWrite() error }); ok {
+					cc.wmu.Lock()
+					_ = cw.CloseWrite()
+					cc.wmu.Unlock()
+				}
 				if !ss.srv.goTracked(func() {
 					t := time.NewTimer(time.Second)
 					defer t.Stop()
