@@ -235,6 +235,9 @@ func (c *Config) validate() error {
 		if c.AWS.Region == "" {
 			return &ConfigError{"AWS.Region", "no region: set AWS.Region or load the config with config.LoadDefaultConfig(ctx, config.WithRegion(...))"}
 		}
+		if !validRegion(c.AWS.Region) {
+			return &ConfigError{"AWS.Region", fmt.Sprintf("%q is not a region name: want lowercase letters, digits and dashes ending in a number, such as \"us-east-1\" or \"eu-central-1\"", c.AWS.Region)}
+		}
 		if c.AWS.Credentials == nil {
 			return &ConfigError{"AWS.Credentials", "no credentials provider: load the config with config.LoadDefaultConfig or set AWS.Credentials"}
 		}
@@ -244,6 +247,9 @@ func (c *Config) validate() error {
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			return &ConfigError{"Endpoint", "must be an absolute http(s) URL such as https://ssm.us-east-1.amazonaws.com"}
 		}
+	}
+	if !validVersion(c.ClientVersion) {
+		return &ConfigError{"ClientVersion", fmt.Sprintf("%q is not a dotted numeric version: the agent compares it number by number to choose its behaviour (reference §8.1); use e.g. %q, or leave it empty", c.ClientVersion, DefaultClientVersion)}
 	}
 	if c.PortNumber < 0 || c.PortNumber > 65535 {
 		return &ConfigError{"PortNumber", "must be between 1 and 65535 (0 selects 22)"}
@@ -295,4 +301,52 @@ func validTarget(t string) error {
 		return &ConfigError{"Target", `"` + t + `" is not an instance id: want "i-" or "mi-" followed by 8-32 lowercase hex digits, e.g. "i-0123456789abcdef0"`}
 	}
 	return nil
+}
+
+// validVersion reports whether v is a dotted numeric version such as
+// "1.2.650.0": 1 to 4 numbers of at most 9 digits.
+func validVersion(v string) bool {
+	parts := strings.Split(v, ".")
+	if len(parts) > 4 {
+		return false
+	}
+	for _, p := range parts {
+		if p == "" || len(p) > 9 {
+			return false
+		}
+		for i := 0; i < len(p); i++ {
+			if p[i] < '0' || p[i] > '9' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// validRegion reports whether r looks like an AWS region name:
+// lowercase-letter words separated by dashes, the last one a number
+// ("us-east-1", "us-gov-west-1", "ap-southeast-5"). It only catches typos
+// and misplaced values (an endpoint URL, an availability zone); whether the
+// region exists is the service's answer.
+func validRegion(r string) bool {
+	parts := strings.Split(r, "-")
+	if len(r) > 32 || len(parts) < 3 {
+		return false
+	}
+	for i, p := range parts {
+		if p == "" {
+			return false
+		}
+		for j := 0; j < len(p); j++ {
+			c := p[j]
+			if i == len(parts)-1 {
+				if c < '0' || c > '9' {
+					return false
+				}
+			} else if c < 'a' || c > 'z' {
+				return false
+			}
+		}
+	}
+	return true
 }

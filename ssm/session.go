@@ -153,6 +153,14 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	}
 	api, release := c.API, func() {}
 	if api == nil {
+		// Ask the local provider first: its failure is not the service's
+		// answer and must not read like one.
+		if _, err := c.AWS.Credentials.Retrieve(ctx); err != nil {
+			if cerr := ctx.Err(); cerr != nil {
+				return nil, fmt.Errorf("ssm: dial %s: %w", c.Target, cerr)
+			}
+			return nil, &CredentialsError{Err: err}
+		}
 		api, release = newAPI(&c)
 	}
 	out, err := startSessionOwned(ctx, api, &c)
