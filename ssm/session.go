@@ -276,9 +276,13 @@ func (s *Session) failLocked(err error) {
 	s.cancel()
 	if s.conn != nil {
 		if s.closing {
+			// Close is under way: say goodbye and let runConn close the
+			// socket once the peer has (see there), so that no unread
+			// frame turns the close into a reset that drops the goodbye.
 			s.conn.goodbye()
+		} else {
+			s.conn.fail(err)
 		}
-		s.conn.fail(err)
 	}
 	if s.holdTimer != nil {
 		s.holdTimer.Stop()
@@ -553,6 +557,7 @@ type wsConn struct {
 	draining atomic.Bool // a write failed: the reader only drains what is left
 	once     sync.Once
 	byeOnce  sync.Once
+	saidBye  atomic.Bool
 	err      error
 }
 
@@ -562,6 +567,7 @@ func newWSConn(ws *websocket.Conn) *wsConn { return &wsConn{ws: ws, dead: make(c
 // short deadline: the session is over, the socket is about to close.
 func (c *wsConn) goodbye() {
 	c.byeOnce.Do(func() {
+		c.saidBye.Store(true)
 		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(200*time.Millisecond))
 	})
 }

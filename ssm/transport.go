@@ -21,6 +21,9 @@ import (
 // maxFrame bounds one incoming WebSocket frame.
 const maxFrame = 16 << 20
 
+// goodbyeWait bounds the wait for the peer to close after our close frame.
+const goodbyeWait = 500 * time.Millisecond
+
 // fastRetransmitGap: a message is presumed lost once a message sent this
 // many sequence numbers later has been acknowledged (acks are per message,
 // so this works like SACK-based loss detection).
@@ -200,6 +203,17 @@ func (s *Session) runConn(c *wsConn) error {
 	select {
 	case <-c.dead:
 	case <-s.ctx.Done():
+		if c.saidBye.Load() {
+			// After our close frame, wait (briefly) for the peer to close
+			// and the reader to take everything left: closing a socket
+			// with unread data sends a reset, which can drop the goodbye.
+			t := time.NewTimer(goodbyeWait)
+			select {
+			case <-c.dead:
+			case <-t.C:
+			}
+			t.Stop()
+		}
 		c.fail(ErrClosed)
 	}
 	wg.Wait()

@@ -885,7 +885,11 @@ func TestKillWebsocketMidDownloadWithGatewayReplay(t *testing.T) {
 			const size = 8 << 20
 			payload := randBytes(size)
 			target := startTCP(t, func(c net.Conn) { _, _ = c.Write(payload) })
-			srv := newServer(t, ssmtest.Config{BufferWhileDisconnected: buffer, Targets: map[string]string{instance: target.ln.Addr().String()}})
+			// KillLoss 100: the dying socket's frames (and the
+			// acknowledgements lost with them) are repaired by the replay
+			// and the agent; the default's 48 s stall is the tunnel
+			// package's subject.
+			srv := newServer(t, ssmtest.Config{BufferWhileDisconnected: buffer, KillLoss: 100, Targets: map[string]string{instance: target.ln.Addr().String()}})
 			api, out := startSession(t, srv, instance)
 			c := dialRaw(t, srv, *out.StreamUrl, *out.TokenValue)
 			start := time.Now()
