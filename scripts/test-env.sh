@@ -6,9 +6,33 @@
 #   - OpenSSH server binary /usr/sbin/sshd (tests start their own sshd)
 #   - MariaDB on 127.0.0.1:3306, root@localhost with empty password, database `test`
 #   - PostgreSQL on 127.0.0.1:5432, trust auth for 127.0.0.1, database `test`
+#
+# Quiet unless something fails: everything (apt-get, dpkg, initdb, the
+# steps below) goes to a log file; on failure the log is printed, on success
+# one line. TEST_ENV_VERBOSE=1 (or -v) prints everything as it happens.
 set -euo pipefail
 exec </dev/null
 export DEBIAN_FRONTEND=noninteractive
+
+if [ "${1:-}" = "-v" ]; then TEST_ENV_VERBOSE=1; fi
+if [ "${TEST_ENV_VERBOSE:-0}" != 1 ]; then
+  TEST_ENV_LOG="$(mktemp "${TMPDIR:-/tmp}/jumpless-test-env.XXXXXX")"
+  exec 3>&1 4>&2 >"$TEST_ENV_LOG" 2>&1
+  finish() {
+    rc=$?
+    exec 1>&3 2>&4
+    if [ "$rc" -ne 0 ]; then
+      printf 'test-env: FAILED (exit %s); log %s:\n' "$rc" "$TEST_ENV_LOG" >&2
+      cat "$TEST_ENV_LOG" >&2
+    else
+      installed="$(sed -n 's/^test-env: apt-get install //p' "$TEST_ENV_LOG" | tr '\n' ' ')"
+      printf 'test-env: ok: sshd, MariaDB 127.0.0.1:3306, PostgreSQL 127.0.0.1:5432%s\n' "${installed:+ (installed: ${installed% })}"
+      rm -f "$TEST_ENV_LOG"
+    fi
+    exit "$rc"
+  }
+  trap finish EXIT
+fi
 
 log() { printf 'test-env: %s\n' "$*"; }
 die() { printf 'test-env: ERROR: %s\n' "$*" >&2; exit 1; }

@@ -129,12 +129,6 @@ func (f *fifo[T]) pop() T {
 	return v
 }
 
-func (f *fifo[T]) reset() {
-	clear(f.q)
-	f.q = f.q[:0]
-	f.head = 0
-}
-
 // compactHead drops the consumed prefix q[:head] of a head-indexed queue:
 // at once when the queue is empty, otherwise only once the prefix is large
 // (over 256 and over half), so that pops stay O(1) amortised and the slice's

@@ -117,7 +117,6 @@ type Tunnel struct {
 
 // session is one bastion connection with its SSH client.
 type session struct {
-	idx     int
 	id      string
 	conn    net.Conn // the SSM session (or DialBastion's conn)
 	client  *sshx.Client

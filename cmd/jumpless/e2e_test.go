@@ -500,7 +500,9 @@ func TestCheckAdvisesOnEachFailingStep(t *testing.T) {
 		{"wrong secret key", []string{"AWS_SECRET_ACCESS_KEY=" + strings.Repeat("x", 40)}, f.args("check"),
 			[]string{"[FAIL] StartSession", "rejected the request signature", "AWS_SECRET_ACCESS_KEY", "--profile"}, nil},
 		{"wrong user", nil, f.args("check", "--ssh-user", "nobody-here"),
-			[]string{"[ OK ] SSH host key", "[FAIL] SSH authentication", `refused SSH login as "nobody-here"`, "--ssh-user", "authorized_keys"}, nil},
+			[]string{"[ OK ] SSH host key", "[FAIL] SSH authentication", `refused SSH login as "nobody-here": tried publickey file ` + f.sshd.ClientKeyPath,
+				"; the server accepts public keys but none of these", "--ssh-user", "authorized_keys"},
+			[]string{"server accepts: publickey"}}, // what was tried is not what the server accepts
 		{"database address unreachable", nil, f.args("check", "--to", closed),
 			[]string{"[ OK ] SSH authentication", "[FAIL] database address " + closed + " the instance cannot connect to " + closed + ": Connection refused",
 				"likely cause: nothing listens on that port", "fix: check the host name and port", "security group"},
@@ -872,4 +874,22 @@ func TestForwardResetsLocalClientsWhenTheTunnelDies(t *testing.T) {
 	if e := p.errOut(); !strings.Contains(e, "tunnel lost") || !strings.Contains(e, "session closed by an administrator") {
 		t.Errorf("stderr does not name the cause: %s", e)
 	}
+}
+
+// TestCheckDefaultsSSHUserToTheLocalUserForTheEmulator guards the local
+// default: with the SSM endpoint on loopback (the emulator in front of this
+// machine's sshd) and no --ssh-user, check logs in as the local user, not
+// ec2-user; with $JUMPLESS_SSH_USER it logs in as that user.
+func TestCheckDefaultsSSHUserToTheLocalUserForTheEmulator(t *testing.T) {
+	f := newFixture(t, false)
+	args := []string{"check", "--target", testTarget, "--endpoint-url", f.emu.URL(), "--ssh-key", f.sshd.ClientKeyPath, "--known-hosts", f.kh}
+	r := runJumpless(t, f.env, args...)
+	if r.code != 0 || !strings.Contains(r.stdout, "logged in as "+f.sshd.User) {
+		t.Errorf("exit %d, want 0 and a login as %s:\n%s\n%s", r.code, f.sshd.User, r.stdout, r.stderr)
+	}
+	r = runJumpless(t, append(f.env, "JUMPLESS_SSH_USER=ec2-user"), args...)
+	if r.code != 1 || !strings.Contains(r.stdout, `refused SSH login as "ec2-user"`) {
+		t.Errorf("JUMPLESS_SSH_USER=ec2-user: exit %d:\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	f.waitNoSessions(t)
 }

@@ -88,7 +88,7 @@ func runCheck(ctx context.Context, env *Env, args []string) error {
 		tos    []string
 		locals []string
 	)
-	s := newFlagSet("check", "jumpless check --target ID [flags] [--to HOST:PORT ...]", checkAbout, checkExamples)
+	s := newFlagSet("check", "jumpless check [TUNNEL] [--target ID] [flags] [--to HOST:PORT ...]", checkAbout, checkExamples)
 	s.group("What to check")
 	s.listVar(&tos, "to", "", "HOST:PORT", "database address to try from the instance; repeatable")
 	s.listVar(&locals, "local-forward", "L", "[BIND:]PORT:HOST:HOSTPORT", "as for forward; only HOST:HOSTPORT is tried")
@@ -121,7 +121,11 @@ func runCheck(ctx context.Context, env *Env, args []string) error {
 	ctx, stop := signalContext(ctx, env)
 	defer stop()
 	c := &checker{out: env.Stdout}
-	fmt.Fprintf(c.out, "Checking the tunnel to %s\n", o.target)
+	if s.profileName != "" {
+		fmt.Fprintf(c.out, "Checking the tunnel to %s ([tunnel.%s] in %s)\n", o.target, s.profileName, s.profilePath)
+	} else {
+		fmt.Fprintf(c.out, "Checking the tunnel to %s\n", o.target)
+	}
 	c.checkLocal(&o)
 	ok := c.checkRemote(ctx, env, &o, remotes)
 	if ctx.Err() != nil {

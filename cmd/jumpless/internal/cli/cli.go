@@ -48,6 +48,10 @@ type Env struct {
 	// Signals delivers the signals the process received (main subscribes to
 	// SIGINT, SIGTERM, SIGHUP and SIGQUIT). nil: no signals.
 	Signals <-chan os.Signal
+
+	// locate adds a tunnel profile's file and line to a usage error about
+	// a value that came from it (set when a command applies a profile).
+	locate func(error) error
 }
 
 func (e *Env) getenv(k string) string {
@@ -125,7 +129,7 @@ func Main(ctx context.Context, env Env) int {
 	name := args[0]
 	switch name {
 	case "help", "-h", "-help", "--help":
-		if len(args) > 1 && name == "help" {
+		if len(args) > 1 && name == "help" && !isHelpFlag(args[1]) && args[1] != "help" {
 			for _, c := range commands() {
 				if c.name == args[1] {
 					return report(env.Stderr, c.name, c.run(ctx, &env, []string{"--help"}))
@@ -142,7 +146,11 @@ func Main(ctx context.Context, env Env) int {
 	}
 	for _, c := range commands() {
 		if c.name == name {
-			return report(env.Stderr, c.name, c.run(ctx, &env, args[1:]))
+			err := c.run(ctx, &env, args[1:])
+			if env.locate != nil {
+				err = env.locate(err)
+			}
+			return report(env.Stderr, c.name, err)
 		}
 	}
 	if strings.HasPrefix(name, "-") {
@@ -151,6 +159,12 @@ func Main(ctx context.Context, env Env) int {
 		fmt.Fprintf(env.Stderr, "jumpless: unknown command %q (commands: %s)\n", name, commandNames())
 	}
 	return ExitUsage
+}
+
+// isHelpFlag reports whether arg asks for help ("help --help" is the
+// general usage, like "help" alone).
+func isHelpFlag(arg string) bool {
+	return arg == "-h" || arg == "-help" || arg == "--help"
 }
 
 func commandNames() string {

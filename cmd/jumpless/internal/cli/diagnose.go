@@ -129,12 +129,13 @@ func diagnose(err error, o *tunnelOpts) diagnosis {
 		return diagnosis{step: stepConfig, problem: "cannot use the SSH key: " + msg, advice: "check --ssh-key (an OpenSSH or PEM private key file readable by you)", usage: true}
 	case errors.Is(err, sshx.ErrAuthFailed):
 		d := diagnosis{step: stepAuth, problem: fmt.Sprintf("the instance refused SSH login as %q", o.sshUser)}
-		methods := ""
-		if errors.As(err, &authErr) && len(authErr.Methods) > 0 {
-			methods = " (server accepts: " + strings.Join(authErr.Methods, ", ") + ")"
+		if errors.As(err, &authErr) {
+			d.problem += ": " + authDetail(authErr)
 		}
-		d.problem += methods
 		d.cause = "wrong user name, or the key is not authorized for that user"
+		if errors.As(err, &authErr) && !serverOffered(authErr, "publickey") && len(authErr.Methods) > 0 {
+			d.cause = "sshd on the instance does not offer public-key login to this user (PubkeyAuthentication no, or a Match block)"
+		}
 		d.advice = "check --ssh-user (ec2-user on Amazon Linux, ubuntu on Ubuntu, admin on Debian) and that the public half of " + keyName(o) + " is in ~" + o.sshUser + "/.ssh/authorized_keys on the instance"
 		return d
 	case errors.As(err, &ccErr):
@@ -276,4 +277,47 @@ func keyName(o *tunnelOpts) string {
 		return o.sshKey
 	}
 	return "your ssh-agent keys"
+}
+
+// authDetail says what was tried and what the server is known to accept.
+// x/crypto/ssh tries a method only after the server listed it as one that
+// can continue ("attempted methods [none publickey]"), so an attempted
+// publickey means the server accepts public keys and refused these; a
+// publickey never attempted means the server does not offer it.
+func authDetail(e *sshx.AuthError) string {
+	tried := "no key"
+	if len(e.Methods) > 0 {
+		tried = strings.Join(e.Methods, "; ")
+	}
+	switch {
+	case len(e.Methods) == 0:
+		return "tried " + tried
+	case serverOffered(e, "publickey"):
+		return "tried " + tried + "; the server accepts public keys but none of these"
+	default:
+		return "tried " + tried + "; the server does not offer public-key login"
+	}
+}
+
+// serverOffered reports whether x/crypto/ssh attempted method, i.e. the
+// server listed it as acceptable.
+func serverOffered(e *sshx.AuthError, method string) bool {
+	if e.Err == nil {
+		return false
+	}
+	msg := e.Err.Error()
+	i := strings.Index(msg, "attempted methods [")
+	if i < 0 {
+		return true // unknown: do not claim the server refuses it
+	}
+	list := msg[i+len("attempted methods ["):]
+	if j := strings.Index(list, "]"); j >= 0 {
+		list = list[:j]
+	}
+	for _, m := range strings.Fields(list) {
+		if m == method {
+			return true
+		}
+	}
+	return false
 }

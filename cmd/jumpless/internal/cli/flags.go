@@ -20,6 +20,14 @@ type flagSet struct {
 	byName map[string]*flagInfo
 	// synopsis, description and examples for --help.
 	synopsis, about, examples string
+
+	// Tunnel profiles (profile.go), for commands that call profileFlags.
+	profiles    bool
+	configPath  string                   // --config
+	tunnelName  string                   // --tunnel
+	profileName string                   // the tunnel applied, "" for none
+	profilePath string                   // its config file
+	origin      map[string]profileOrigin // flag name → where its value came from
 }
 
 type flagGroup struct {
@@ -28,14 +36,14 @@ type flagGroup struct {
 }
 
 type flagInfo struct {
-	name    string // long name, used as --name
-	short   string // optional one-letter alias, used as -X
-	env     string // JUMPLESS_... ("" for none)
-	arg     string // value placeholder in help; "" for booleans
-	usage   string
-	def     string // default shown in help ("" for none)
-	isBool  bool
-	setByUs bool
+	name   string // long name, used as --name
+	short  string // optional one-letter alias, used as -X
+	env    string // JUMPLESS_... ("" for none)
+	arg    string // value placeholder in help; "" for booleans
+	usage  string
+	def    string // default shown in help ("" for none)
+	isBool bool
+	value  flag.Value
 }
 
 func newFlagSet(cmd, synopsis, about, examples string) *flagSet {
@@ -57,7 +65,7 @@ func (s *flagSet) add(v flag.Value, name, short, arg, def, usage string, isBool 
 	if len(s.groups) == 0 {
 		s.group("Flags")
 	}
-	fi := &flagInfo{name: name, short: short, env: envName(name), arg: arg, usage: usage, def: def, isBool: isBool}
+	fi := &flagInfo{name: name, short: short, env: envName(name), arg: arg, usage: usage, def: def, isBool: isBool, value: v}
 	g := s.groups[len(s.groups)-1]
 	g.flags = append(g.flags, fi)
 	s.byName[name] = fi
@@ -129,6 +137,32 @@ func (s *flagSet) parse(env *Env, args []string) error {
 			}
 		}
 	}
+	name := ""
+	if s.profiles && len(args) > 0 && args[0] != "" && !strings.HasPrefix(args[0], "-") {
+		name, args = args[0], args[1:] // jumpless forward orders ...
+	}
+	if err := s.parseArgs(env, args); err != nil {
+		return err
+	}
+	if !s.profiles {
+		return nil
+	}
+	// A name after flags is not taken for a tunnel ("forward -L ... psql"
+	// is a mistaken run): the name comes first, or with --tunnel.
+	if s.tunnelName != "" && name != "" && s.tunnelName != name {
+		return usagef("two tunnels named: %q and --tunnel %q (name one)", name, s.tunnelName)
+	}
+	if name == "" {
+		name = s.tunnelName
+	}
+	if name == "" {
+		return nil
+	}
+	env.locate = s.locate
+	return s.applyProfile(env, name)
+}
+
+func (s *flagSet) parseArgs(env *Env, args []string) error {
 	if err := s.fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(env.Stdout, s.help())
@@ -140,8 +174,8 @@ func (s *flagSet) parse(env *Env, args []string) error {
 	return nil
 }
 
-// isSet reports whether the flag was given on the command line or in the
-// environment.
+// isSet reports whether the flag was given on the command line, in the
+// environment or in a tunnel profile.
 func (s *flagSet) isSet(env *Env, name string) bool {
 	set := false
 	s.fs.Visit(func(f *flag.Flag) {
@@ -153,6 +187,9 @@ func (s *flagSet) isSet(env *Env, name string) bool {
 		}
 	})
 	if fi := s.byName[name]; fi != nil && env.getenv(fi.env) != "" {
+		set = true
+	}
+	if _, ok := s.origin[name]; ok {
 		set = true
 	}
 	return set
@@ -323,8 +360,26 @@ Commands:
 	for _, c := range commands() {
 		fmt.Fprintf(&b, "  %-9s %s\n", c.name, c.summary)
 	}
-	b.WriteString(`  help      show help for a command ("jumpless help forward" = "jumpless forward --help")
+	b.WriteString(`  help      show this text, or a command's ("jumpless help forward" = "jumpless forward --help")
   version   print the version
+
+Tunnel profiles: name tunnels in ~/.config/jumpless/config.toml (or
+$JUMPLESS_CONFIG, --config FILE), one [tunnel.NAME] table each, keys being
+the long flag names, and use them as "jumpless forward NAME",
+"jumpless run NAME -- psql", "jumpless check NAME":
+
+  [tunnel.orders]
+  target      = "i-0123456789abcdef0"
+  region      = "eu-west-1"
+  aws-profile = "prod"
+  ssh-user    = "ec2-user"
+  ssh-key     = "~/.ssh/orders_ed25519"
+  known-hosts = "~/.ssh/known_hosts"
+  forward     = ["15432:orders-db.internal:5432"]
+  env         = "pg"
+
+Flags on the command line win over the profile, the profile over
+JUMPLESS_* variables.
 
 Every flag can also be set with an environment variable: --ssh-key is
 JUMPLESS_SSH_KEY, --target is JUMPLESS_TARGET, and so on; a flag on the

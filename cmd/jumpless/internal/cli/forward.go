@@ -34,7 +34,7 @@ func runForward(ctx context.Context, env *Env, args []string) error {
 		locals []string
 		quiet  bool
 	)
-	s := newFlagSet("forward", "jumpless forward --target ID [flags] -L [BIND:]PORT:HOST:HOSTPORT ...", forwardAbout, forwardExamples)
+	s := newFlagSet("forward", "jumpless forward [TUNNEL] [--target ID] [flags] -L [BIND:]PORT:HOST:HOSTPORT ...", forwardAbout, forwardExamples)
 	s.group("Forwarding")
 	s.listVar(&locals, "local-forward", "L", "[BIND:]PORT:HOST:HOSTPORT", "listen on BIND:PORT (BIND defaults to 127.0.0.1; * = all interfaces; PORT 0 = any free port) and forward to HOST:HOSTPORT as seen from the instance; repeatable")
 	s.boolVar(&quiet, "quiet", "print only errors on stderr (no status line, live byte counts or summary)")

@@ -1,11 +1,16 @@
 package cli
 
 import (
+	"net"
+	"net/url"
 	"os"
+	"os/user"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
+
+	"github.com/jumpless/jumpless/sshx"
 )
 
 // passphraseEnv holds the private key's passphrase. There is deliberately
@@ -42,6 +47,11 @@ type tunnelOpts struct {
 }
 
 func (o *tunnelOpts) register(s *flagSet) {
+	s.group("Tunnel profile (a named tunnel in a config file; see 'jumpless help')")
+	s.profiles = true
+	s.stringVar(&s.tunnelName, "tunnel", "NAME", "", "take the flags of [tunnel.NAME] from the config file, like 'jumpless "+s.cmd+" NAME'; flags given here win")
+	s.stringVar(&s.configPath, "config", "FILE", "", "config file with [tunnel.NAME] tables (default $"+configEnv+", else ~/.config/jumpless/config.toml)")
+	s.setEnvName("config", configEnv)
 	s.group("Session Manager (AWS)")
 	s.stringVar(&o.target, "target", "ID", "", "EC2 instance (i-...) or managed node (mi-...) running the SSM agent and sshd; required")
 	s.stringVar(&o.profile, "profile", "NAME", "", "AWS shared config profile, as with the AWS CLI (default: $AWS_PROFILE or \"default\")")
@@ -53,7 +63,7 @@ func (o *tunnelOpts) register(s *flagSet) {
 	s.stringVar(&o.reason, "reason", "TEXT", "", "reason recorded with the session in CloudTrail")
 
 	s.group("SSH (on the instance)")
-	s.stringVar(&o.sshUser, "ssh-user", "USER", "ec2-user", "login name on the instance")
+	s.stringVar(&o.sshUser, "ssh-user", "USER", "", "login name on the instance (default "+sshx.DefaultUser+", the Amazon Linux user; your local user name when the SSM endpoint is on this machine, i.e. the jumpless emulator in front of a local sshd)")
 	s.stringVar(&o.sshKey, "ssh-key", "FILE", "", "private key file (OpenSSH or PEM); if it is encrypted put the passphrase in $"+passphraseEnv)
 	s.boolVar(&o.sshAgent, "ssh-agent", "authenticate with the keys of ssh-agent ($SSH_AUTH_SOCK); the default when --ssh-key is not given and $SSH_AUTH_SOCK is set")
 	s.stringVar(&o.knownHosts, "known-hosts", "FILE", "", "known_hosts file holding the instance's host key (default ~/.ssh/known_hosts when it exists)")
@@ -93,6 +103,9 @@ func (o *tunnelOpts) validate(cmd string, env *Env) error {
 	if o.hostKey != "" && !strings.HasPrefix(o.hostKey, "SHA256:") {
 		return usagef("--host-key %q: want a SHA256 fingerprint like SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8", o.hostKey)
 	}
+	if o.sshUser == "" {
+		o.sshUser = defaultSSHUser(o.endpointURL, env)
+	}
 	o.sshKey = expandHome(o.sshKey)
 	o.knownHosts = expandHome(o.knownHosts)
 	o.caBundle = expandHome(o.caBundle)
@@ -125,6 +138,40 @@ func (o *tunnelOpts) validate(cmd string, env *Env) error {
 		return usagef("--insecure-ignore-host-key cannot be combined with --known-hosts or --host-key")
 	}
 	return nil
+}
+
+// defaultSSHUser is the login name when --ssh-user is not given: ec2-user
+// (sshx.DefaultUser) for AWS, the local user name when the SSM endpoint
+// (--endpoint-url, $AWS_ENDPOINT_URL_SSM or $AWS_ENDPOINT_URL) is on
+// loopback: the emulator, whose targets are normally this machine's sshd,
+// where ssh's own default (the local user) is the one that works.
+func defaultSSHUser(endpointURL string, env *Env) string {
+	for _, e := range []string{endpointURL, env.getenv("AWS_ENDPOINT_URL_SSM"), env.getenv("AWS_ENDPOINT_URL")} {
+		if e == "" {
+			continue
+		}
+		if isLoopbackURL(e) {
+			if u, err := user.Current(); err == nil && u.Username != "" {
+				return u.Username
+			}
+		}
+		break // the first endpoint set is the one the SDK uses
+	}
+	return sshx.DefaultUser
+}
+
+// isLoopbackURL reports whether rawURL's host is localhost or a loopback IP.
+func isLoopbackURL(rawURL string) bool {
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return false
+	}
+	h := u.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // expandHome replaces a leading "~/" with the home directory.

@@ -45,7 +45,7 @@ func runRun(ctx context.Context, env *Env, args []string) error {
 		to     string
 		envKnd string
 	)
-	s := newFlagSet("run", "jumpless run --target ID [flags] (--to HOST:PORT | -L SPEC ...) -- COMMAND [ARGS...]", runAbout, runExamples)
+	s := newFlagSet("run", "jumpless run [TUNNEL] [--target ID] [flags] (--to HOST:PORT | -L SPEC ...) -- COMMAND [ARGS...]", runAbout, runExamples)
 	s.group("Forwarding")
 	s.stringVar(&to, "to", "HOST:PORT", "", "forward a free port on 127.0.0.1 to HOST:PORT as seen from the instance")
 	s.listVar(&locals, "local-forward", "L", "[BIND:]PORT:HOST:HOSTPORT", "forward like 'jumpless forward -L'; repeatable")
