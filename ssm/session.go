@@ -154,8 +154,10 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	api, release := c.API, func() {}
 	if api == nil {
 		// Ask the local provider first: its failure is not the service's
-		// answer and must not read like one.
-		if _, err := c.AWS.Credentials.Retrieve(ctx); err != nil {
+		// answer and must not read like one. (Anonymous credentials make
+		// the SDK send unsigned requests; they have nothing to retrieve.)
+		anonymous := aws.IsCredentialsProvider(c.AWS.Credentials, aws.AnonymousCredentials{})
+		if _, err := c.AWS.Credentials.Retrieve(ctx); err != nil && !anonymous {
 			if cerr := ctx.Err(); cerr != nil {
 				return nil, fmt.Errorf("ssm: dial %s: %w", c.Target, cerr)
 			}
