@@ -279,18 +279,19 @@ func (t *Tunnel) watch(s *session) {
 		// own Err would only say "closed".
 		cause = s.client.Err()
 	case <-bastionDone:
-		// The SSH client follows at once (its transport failed), and its
-		// error wraps the session's; if the SSH client itself closed the
-		// session (keepalive timeout), only the client knows why.
 		cause = dc.Err()
-		select {
-		case <-s.client.Done():
-			if err := s.client.Err(); err != nil {
-				cause = err
+		if errors.Is(cause, net.ErrClosed) {
+			// The SSH client closed the session (keepalive timeout): only
+			// the client knows why.
+			select {
+			case <-s.client.Done():
+				if err := s.client.Err(); err != nil {
+					cause = err
+				}
+			case <-time.After(t.cfg.CloseTimeout):
+			case <-t.closing:
+				return
 			}
-		case <-time.After(2 * time.Second):
-		case <-t.closing:
-			return
 		}
 	}
 	if cause == nil {
