@@ -153,4 +153,14 @@ else
   log "postgresql: ready, postgres@127.0.0.1:5432/test ok"
 fi
 
+# Password checks for the credential tests (dbauth): members of role
+# jumpless_pw log in with scram-sha-256 on 127.0.0.1 (everyone else keeps
+# trust), so that a wrong password is really refused.
+hba_file="$(psql -h 127.0.0.1 -U postgres -d test -Atc 'show hba_file' 2>/dev/null || true)"
+if [ -n "$hba_file" ] && ! as_root grep -qE '^host[[:space:]]+all[[:space:]]+\+jumpless_pw[[:space:]]' "$hba_file"; then
+  log "postgresql: password auth for role jumpless_pw in $hba_file"
+  as_root sed -i '1i host all +jumpless_pw 127.0.0.1/32 scram-sha-256' "$hba_file"
+  psql -h 127.0.0.1 -U postgres -d test -Atc 'select pg_reload_conf()' >/dev/null
+fi
+
 log "ok"

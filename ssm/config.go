@@ -69,9 +69,39 @@ type Config struct {
 	// system roots (and, for the API, AWS.HTTPClient as configured).
 	RootCAs *x509.CertPool
 
-	// Target is the managed instance: "i-" or "mi-" followed by hex digits.
-	// Required.
+	// Target is the managed instance: "i-" or "mi-" followed by hex digits,
+	// or a tag selector "tag:Key=Value" (e.g. "tag:Name=etl-bastion"),
+	// resolved by Dial through DescribeInstanceInformation to the one
+	// matching instance whose agent is Online (see ResolveTarget; errors
+	// are *TargetError). Required.
 	Target string
+
+	// CheckTarget makes Dial check, for an instance id, that the
+	// instance's agent is Online (DescribeInstanceInformation) before
+	// StartSession, so that an offline or unknown instance is reported as a
+	// *TargetError with its last ping time rather than the service's bare
+	// TargetNotConnected. It costs one API call and needs
+	// ssm:DescribeInstanceInformation. Tag selectors are always checked.
+	// false: no check for instance ids.
+	CheckTarget bool
+
+	// StartStopped starts the target when its agent is not Online and it
+	// is the only matching EC2 instance, through the AWS-StartEC2Instance
+	// Automation runbook (ssm:StartAutomationExecution; the runbook calls
+	// ec2:StartInstances with the caller's permissions), then waits up to
+	// StartTimeout for its agent to come Online (Instance.StartedIn says
+	// how long it took). Nothing here ever stops an instance: one it
+	// started keeps running. It implies the DescribeInstanceInformation
+	// check of CheckTarget. false: an offline agent is ErrTargetOffline.
+	StartStopped bool
+
+	// StartTimeout bounds the wait for a started instance's agent.
+	// Zero: DefaultStartTimeout (5 minutes).
+	StartTimeout time.Duration
+
+	// StartPollInterval is the time between DescribeInstanceInformation
+	// calls while waiting. Zero: DefaultStartPollInterval (5 s).
+	StartPollInterval time.Duration
 
 	// DocumentName is the session document. Empty: "AWS-StartSSHSession".
 	DocumentName string
@@ -207,6 +237,12 @@ func (c Config) withDefaults() Config {
 	if c.MinRTO == 0 {
 		c.MinRTO = DefaultMinRTO
 	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = DefaultStartTimeout
+	}
+	if c.StartPollInterval == 0 {
+		c.StartPollInterval = DefaultStartPollInterval
+	}
 	if c.MaxRTO == 0 {
 		c.MaxRTO = DefaultMaxRTO
 	}
@@ -269,7 +305,7 @@ func (c *Config) validate() error {
 	for _, d := range []struct {
 		name string
 		v    time.Duration
-	}{{"HandshakeTimeout", c.HandshakeTimeout}, {"ResumeTimeout", c.ResumeTimeout}, {"CloseTimeout", c.CloseTimeout}, {"MinRTO", c.MinRTO}, {"MaxRTO", c.MaxRTO}} {
+	}{{"HandshakeTimeout", c.HandshakeTimeout}, {"StartTimeout", c.StartTimeout}, {"StartPollInterval", c.StartPollInterval}, {"ResumeTimeout", c.ResumeTimeout}, {"CloseTimeout", c.CloseTimeout}, {"MinRTO", c.MinRTO}, {"MaxRTO", c.MaxRTO}} {
 		if d.v < 0 {
 			return &ConfigError{d.name, "must not be negative (0 selects the default)"}
 		}
@@ -286,7 +322,11 @@ func (c *Config) validate() error {
 // validTarget checks the instance id format: "i-" or "mi-" followed by hex.
 func validTarget(t string) error {
 	if t == "" {
-		return &ConfigError{"Target", `empty: set the managed instance id, e.g. "i-0123456789abcdef0"`}
+		return &ConfigError{"Target", `empty: set the managed instance id, e.g. "i-0123456789abcdef0", or a tag selector, e.g. "tag:Name=etl-bastion"`}
+	}
+	if IsSelector(t) {
+		_, _, err := ParseSelector(t)
+		return err
 	}
 	rest, ok := strings.CutPrefix(t, "i-")
 	if !ok {
@@ -298,7 +338,7 @@ func validTarget(t string) error {
 		valid = c >= '0' && c <= '9' || c >= 'a' && c <= 'f'
 	}
 	if !valid {
-		return &ConfigError{"Target", `"` + t + `" is not an instance id: want "i-" or "mi-" followed by 8-32 lowercase hex digits, e.g. "i-0123456789abcdef0"`}
+		return &ConfigError{"Target", `"` + t + `" is not an instance id: want "i-" or "mi-" followed by 8-32 lowercase hex digits, e.g. "i-0123456789abcdef0", or a tag selector such as "tag:Name=etl-bastion"`}
 	}
 	return nil
 }

@@ -137,7 +137,10 @@ const maxAckQueue = 1 << 20
 // leaves no goroutine or connection behind.
 //
 // cfg is checked first, as by [Config.Validate]; a bad Config costs no
-// network call.
+// network call. A tag selector target ("tag:Name=etl-bastion"), or an
+// instance id with cfg.CheckTarget, is resolved and checked first with
+// DescribeInstanceInformation (see [ResolveTarget]); its errors are
+// [*TargetError]s and no session is started for them.
 //
 // Cancelling ctx never loses a session: once the StartSession request may
 // have reached the service, Dial waits for its response (at most
@@ -164,6 +167,15 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 			return nil, &CredentialsError{Err: err}
 		}
 		api, release = newAPI(&c)
+	}
+	if IsSelector(c.Target) || c.CheckTarget || c.StartStopped {
+		inst, err := resolveTarget(ctx, api, &c)
+		if err != nil {
+			release()
+			return nil, err
+		}
+		c.Logger.Debug("ssm: target resolved", "target", c.Target, "instance", inst.ID)
+		c.Target = inst.ID
 	}
 	out, err := startSessionOwned(ctx, api, &c)
 	if err != nil {

@@ -4,7 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 
+	"github.com/jumpless/jumpless/instanceconnect"
+	"github.com/jumpless/jumpless/sshx"
 	"github.com/jumpless/jumpless/ssm"
 )
 
@@ -41,12 +44,55 @@ func (c Config) prepare() (Config, error) {
 			return c, ssmConfigError(err)
 		}
 	}
-	ssh, err := prepareSSH(c.SSH)
+	sshCfg := c.SSH
+	if c.InstanceConnect != nil {
+		// Check the Instance Connect config now (an mi- target, a missing
+		// region) and let the SSH checks count its key as a login method.
+		probe := c
+		if ssm.IsSelector(probe.SSM.Target) {
+			probe.SSM.Target = "i-00000000" // resolved by Open
+		}
+		key, err := probe.instanceConnectKey()
+		if err != nil {
+			return c, err
+		}
+		sshCfg.Signers = append(slices.Clip(sshCfg.Signers), key.Signer())
+	}
+	ssh, err := prepareSSH(sshCfg)
 	if err != nil {
 		return c, err
 	}
+	if c.InstanceConnect != nil {
+		ssh.Signers = c.SSH.Signers // Open adds the tunnel's own key
+	}
 	c.SSH = ssh
 	return c, nil
+}
+
+// instanceConnectKey makes the tunnel's EC2 Instance Connect key for the
+// (resolved) target, filling the zero fields of c.InstanceConnect.
+func (c *Config) instanceConnectKey() (*instanceconnect.Key, error) {
+	ic := *c.InstanceConnect
+	if ic.InstanceID == "" {
+		ic.InstanceID = c.SSM.Target
+	}
+	if ic.OSUser == "" {
+		ic.OSUser = c.SSH.User
+		if ic.OSUser == "" {
+			ic.OSUser = sshx.DefaultUser
+		}
+	}
+	if ic.API == nil && ic.AWS.Region == "" && ic.AWS.Credentials == nil {
+		ic.AWS = c.SSM.AWS
+	}
+	if ic.Logger == nil {
+		ic.Logger = c.Logger
+	}
+	key, err := instanceconnect.New(ic)
+	if err != nil {
+		return nil, &ConfigError{Field: "InstanceConnect", Problem: "rejected by package instanceconnect", Err: err}
+	}
+	return key, nil
 }
 
 // ssmConfigError wraps an error matching ssm.ErrInvalidConfig in a

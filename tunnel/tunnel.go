@@ -27,10 +27,12 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/jumpless/jumpless/instanceconnect"
 	"github.com/jumpless/jumpless/sshx"
 	"github.com/jumpless/jumpless/ssm"
 )
@@ -64,6 +66,18 @@ type Config struct {
 	// MaxSessions.
 	Sessions int
 
+	// InstanceConnect, if set, logs in with a throwaway Ed25519 key made
+	// in memory for this tunnel and pushed through EC2 Instance Connect
+	// (SendSSHPublicKey) right before each session's SSH login, unless it
+	// was pushed less than InstanceConnect.Reuse ago; no key file is
+	// needed. Zero fields: InstanceID = SSM.Target (after tag resolution),
+	// OSUser = SSH.User (or sshx.DefaultUser), AWS = SSM.AWS, Logger =
+	// Logger. Errors match instanceconnect.ErrNotEC2 (an mi- target),
+	// ErrDenied, ErrThrottled, ErrInstanceNotFound, or ErrNotInstalled (the
+	// instance's sshd refused the key right after a successful push). Nil:
+	// no Instance Connect.
+	InstanceConnect *instanceconnect.Config
+
 	// DialBastion, if set, replaces ssm.Dial: it returns the byte stream to
 	// the SSH server (for tests and other transports). It is called once
 	// per session. Nil: ssm.Dial(ctx, SSM).
@@ -95,6 +109,7 @@ type Stats struct {
 type Tunnel struct {
 	cfg      Config
 	log      *slog.Logger
+	icKey    *instanceconnect.Key // nil unless Config.InstanceConnect
 	sessions []*session
 	started  time.Time
 
@@ -136,6 +151,15 @@ func Open(ctx context.Context, cfg Config) (*Tunnel, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.DialBastion == nil && (ssm.IsSelector(cfg.SSM.Target) || cfg.SSM.CheckTarget || cfg.SSM.StartStopped) {
+		// Resolve once, so that every session goes to the same instance.
+		inst, err := ssm.ResolveTarget(ctx, cfg.SSM)
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: target %s: %w", cfg.SSM.Target, err)
+		}
+		cfg.Logger.Info("tunnel target resolved", "target", cfg.SSM.Target, "instance", inst.ID, "lastPing", inst.LastPingTime, "startedIn", inst.StartedIn)
+		cfg.SSM.Target, cfg.SSM.CheckTarget, cfg.SSM.StartStopped = inst.ID, false, false
+	}
 	t := &Tunnel{
 		cfg:     cfg,
 		log:     cfg.Logger,
@@ -143,6 +167,12 @@ func Open(ctx context.Context, cfg Config) (*Tunnel, error) {
 		done:    make(chan struct{}),
 	}
 	t.stopping, t.stop = context.WithCancelCause(context.Background())
+	if cfg.InstanceConnect != nil {
+		if t.icKey, err = cfg.instanceConnectKey(); err != nil {
+			return nil, err
+		}
+		t.cfg.SSH.Signers = append(slices.Clip(t.cfg.SSH.Signers), t.icKey.Signer())
+	}
 	t.sessions = make([]*session, cfg.Sessions)
 	errs := make([]error, cfg.Sessions)
 	// The first failure cancels the other sessions' opening.
@@ -212,6 +242,14 @@ func (t *Tunnel) openSession(ctx context.Context, i int) (*session, error) {
 		c = sess
 	}
 	s := &session{conn: c, id: sessionID(c, i)}
+	if t.icKey != nil {
+		// After the bastion connection, so that the key's window is spent
+		// on the SSH login only.
+		if err := t.icKey.Push(ctx); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("tunnel: EC2 Instance Connect for session %s: %w", s.id, err)
+		}
+	}
 	addr := t.cfg.SSM.Target
 	if addr == "" {
 		addr = c.RemoteAddr().String()
@@ -223,6 +261,9 @@ func (t *Tunnel) openSession(ctx context.Context, i int) (*session, error) {
 	s.client, err = sshx.NewClient(ctx, c, addr, sshCfg)
 	if err != nil {
 		c.Close()
+		if t.icKey != nil && errors.Is(err, sshx.ErrAuthFailed) {
+			err = t.icKey.LoginRefused(err)
+		}
 		return nil, fmt.Errorf("tunnel: SSH over session %s: %w", s.id, err)
 	}
 	t.log.Debug("tunnel session ready", "session", s.id)

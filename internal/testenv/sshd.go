@@ -48,6 +48,10 @@ type SSHD struct {
 	// KnownHostsPath is a known_hosts file holding HostKey for Addr
 	// (written as "[127.0.0.1]:port").
 	KnownHostsPath string
+	// InstanceConnectKeysPath is a second authorized_keys file for User,
+	// empty at start, that the server also reads: an emulated EC2 Instance
+	// Connect (ssmtest.Config.InstanceConnect) installs pushed keys there.
+	InstanceConnectKeysPath string
 	// Dir is the server's private temporary directory.
 	Dir string
 
@@ -110,6 +114,11 @@ func StartSSHD(t testing.TB) *SSHD {
 		t.Fatalf("testenv: %v", err)
 	}
 
+	s.InstanceConnectKeysPath = filepath.Join(dir, "instance_connect_keys")
+	if err := os.WriteFile(s.InstanceConnectKeysPath, nil, 0o600); err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+
 	permitRoot := "no"
 	if os.Geteuid() == 0 {
 		permitRoot = "prohibit-password"
@@ -126,7 +135,7 @@ func StartSSHD(t testing.TB) *SSHD {
 ListenAddress 127.0.0.1
 HostKey %s
 PidFile %s
-AuthorizedKeysFile %s
+AuthorizedKeysFile %s %s
 PermitRootLogin %s
 StrictModes no
 UsePAM no
@@ -143,7 +152,7 @@ MaxStartups 200
 MaxSessions 200
 LoginGraceTime 60
 LogLevel VERBOSE
-`, port, hostPath, filepath.Join(dir, "sshd.pid"), s.authPath, permitRoot)
+`, port, hostPath, filepath.Join(dir, "sshd.pid"), s.authPath, s.InstanceConnectKeysPath, permitRoot)
 		confPath := filepath.Join(dir, "sshd_config")
 		if err := os.WriteFile(confPath, []byte(conf), 0o600); err != nil {
 			t.Fatalf("testenv: %v", err)

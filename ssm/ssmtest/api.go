@@ -67,28 +67,27 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		s.writeAPIError(w, &apiError{status: 413, code: "SerializationException", message: "request body too large or unreadable", coral: true})
 		return
 	}
-	if aerr := s.verifySigV4(r, body); aerr != nil {
-		s.log.Info("ssmtest: API request refused", "target", r.Header.Get("X-Amz-Target"), "error", aerr.code)
+	target := r.Header.Get("X-Amz-Target")
+	svc, op := apiServiceOf(target)
+	signingName := "ssm"
+	if svc != nil {
+		signingName = svc.signingName
+	}
+	if aerr := s.verifySigV4(r, body, signingName); aerr != nil {
+		s.log.Info("ssmtest: API request refused", "target", target, "error", aerr.code)
 		s.writeAPIError(w, aerr)
 		return
 	}
-	target := r.Header.Get("X-Amz-Target")
-	op, ok := strings.CutPrefix(target, "AmazonSSM.")
-	if !ok {
+	if svc == nil {
 		s.writeAPIError(w, &apiError{status: 400, code: "UnknownOperationException", message: "", coral: true})
 		return
 	}
 	var out any
 	var aerr *apiError
-	switch op {
-	case "StartSession":
-		out, aerr = s.apiStartSession(body)
-	case "ResumeSession":
-		out, aerr = s.apiResumeSession(body)
-	case "TerminateSession":
-		out, aerr = s.apiTerminateSession(body)
-	default:
-		aerr = &apiError{status: 400, code: "UnknownOperationException", message: "", coral: true}
+	if fault := s.takeAPIFault(op); fault != nil {
+		aerr = fault
+	} else {
+		out, aerr = svc.serve(s, op, body)
 	}
 	if aerr != nil {
 		s.log.Info("ssmtest: API error", "operation", op, "code", aerr.code, "message", aerr.message)
@@ -101,6 +100,52 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(b)
+}
+
+// apiService is one AWS JSON 1.1 service the emulator answers on its API
+// endpoint, told apart by the X-Amz-Target prefix.
+type apiService struct {
+	targetPrefix string // e.g. "AmazonSSM."
+	signingName  string // SigV4 service name, e.g. "ssm"
+	serve        func(s *Server, op string, body []byte) (any, *apiError)
+}
+
+var apiServices = []*apiService{
+	{"AmazonSSM.", "ssm", (*Server).serveSSM},
+	{"AWSEC2InstanceConnectService.", "ec2-instance-connect", (*Server).serveInstanceConnect},
+	{"secretsmanager.", "secretsmanager", (*Server).serveSecretsManager},
+}
+
+// apiServiceOf returns the service and operation an X-Amz-Target names, or
+// nil for an unknown service.
+func apiServiceOf(target string) (*apiService, string) {
+	for _, svc := range apiServices {
+		if op, ok := strings.CutPrefix(target, svc.targetPrefix); ok {
+			return svc, op
+		}
+	}
+	return nil, ""
+}
+
+func errUnknownOperation() *apiError {
+	return &apiError{status: 400, code: "UnknownOperationException", message: "", coral: true}
+}
+
+// serveSSM answers the SSM operations the emulator implements.
+func (s *Server) serveSSM(op string, body []byte) (any, *apiError) {
+	switch op {
+	case "StartSession":
+		return s.apiStartSession(body)
+	case "ResumeSession":
+		return s.apiResumeSession(body)
+	case "TerminateSession":
+		return s.apiTerminateSession(body)
+	case "DescribeInstanceInformation":
+		return s.apiDescribeInstanceInformation(body)
+	case "StartAutomationExecution":
+		return s.apiStartAutomationExecution(body)
+	}
+	return nil, errUnknownOperation()
 }
 
 func (s *Server) writeAPIError(w http.ResponseWriter, e *apiError) {
@@ -124,7 +169,7 @@ func (s *Server) writeAPIError(w http.ResponseWriter, e *apiError) {
 
 // verifySigV4 recomputes the AWS Signature Version 4 of r over the headers
 // the client listed in SignedHeaders and compares it with the one it sent.
-func (s *Server) verifySigV4(r *http.Request, body []byte) *apiError {
+func (s *Server) verifySigV4(r *http.Request, body []byte, signingName string) *apiError {
 	auth := r.Header.Get("Authorization")
 	if auth == "" {
 		return &apiError{status: 400, code: "MissingAuthenticationTokenException", message: messageMissingAuthenticationToken, coral: true}
@@ -172,8 +217,8 @@ func (s *Server) verifySigV4(r *http.Request, body []byte) *apiError {
 	if region != s.cfg.Region {
 		return &apiError{status: 400, code: "InvalidSignatureException", message: fmt.Sprintf("Credential should be scoped to a valid region. Credential should be scoped to correct region: '%s'.", s.cfg.Region), coral: true}
 	}
-	if service != "ssm" {
-		return &apiError{status: 400, code: "InvalidSignatureException", message: "Credential should be scoped to correct service: 'ssm'. ", coral: true}
+	if service != signingName {
+		return &apiError{status: 400, code: "InvalidSignatureException", message: "Credential should be scoped to correct service: '" + signingName + "'. ", coral: true}
 	}
 	now := time.Now().UTC()
 	if skew := now.Sub(t); skew > sigV4MaxSkew || skew < -sigV4MaxSkew {
@@ -227,6 +272,15 @@ func (s *Server) verifySigV4(r *http.Request, body []byte) *apiError {
 		signed,
 		payloadHash,
 	}, "\n")
+	if !hmac.Equal([]byte(s.signV4(canonical, amzDate, day, region, service)), []byte(sig)) {
+		return &apiError{status: 400, code: "InvalidSignatureException", message: messageInvalidSignature, coral: true}
+	}
+	return nil
+}
+
+// signV4 returns the hex SigV4 signature of a canonical request with the
+// server's secret key.
+func (s *Server) signV4(canonical, amzDate, day, region, service string) string {
 	crHash := sha256.Sum256([]byte(canonical))
 	scope := day + "/" + region + "/" + service + "/aws4_request"
 	sts := sigV4Algorithm + "\n" + amzDate + "\n" + scope + "\n" + hex.EncodeToString(crHash[:])
@@ -234,11 +288,7 @@ func (s *Server) verifySigV4(r *http.Request, body []byte) *apiError {
 	key = hmacSHA256(key, region)
 	key = hmacSHA256(key, service)
 	key = hmacSHA256(key, "aws4_request")
-	want := hex.EncodeToString(hmacSHA256(key, sts))
-	if !hmac.Equal([]byte(want), []byte(sig)) {
-		return &apiError{status: 400, code: "InvalidSignatureException", message: messageInvalidSignature, coral: true}
-	}
-	return nil
+	return hex.EncodeToString(hmacSHA256(key, sts))
 }
 
 func canonicalQuery(q map[string][]string) string {
@@ -325,6 +375,9 @@ func (s *Server) apiStartSession(body []byte) (any, *apiError) {
 	}
 	s.mu.Lock()
 	addr, ok := s.cfg.Targets[*in.Target]
+	if inst, known := s.instances[*in.Target]; known && inst.PingStatus != PingOnline {
+		ok = false // the agent is not connected: AWS answers TargetNotConnected
+	}
 	s.mu.Unlock()
 	if !ok {
 		return nil, &apiError{status: 400, code: "TargetNotConnected", message: *in.Target + " is not connected."}

@@ -195,6 +195,37 @@ type Config struct {
 	// StartSession. 0: unlimited.
 	MaxSessionDuration time.Duration
 
+	// Instances are what DescribeInstanceInformation reports per instance
+	// id: tags, ping status, last ping time (see Instance). Ids of Targets
+	// not listed here are reported Online without tags. An instance listed
+	// with a PingStatus other than Online gets TargetNotConnected from
+	// StartSession. nil: none.
+	Instances map[string]Instance
+
+	// InstanceConnect maps an EC2 instance id to the authorized_keys file
+	// of its sshd (one the emulator owns and rewrites, e.g.
+	// testenv.SSHD.InstanceConnectKeysPath) into which SendSSHPublicKey
+	// installs the pushed key, with OpenSSH's expiry-time option set to
+	// the end of InstanceConnectWindow, so that the real sshd refuses the
+	// key after the window. A known EC2 instance (in Targets or Instances)
+	// that is not listed here accepts pushes and installs nothing, like an
+	// instance without EC2 Instance Connect. nil: none.
+	InstanceConnect map[string]string
+
+	// StartDelay is how long after StartAutomationExecution
+	// (AWS-StartEC2Instance) a Stopped instance's agent is Online.
+	// 0: at once.
+	StartDelay time.Duration
+
+	// InstanceConnectWindow is how long a pushed key stays usable (rounded
+	// down to the second). 0: DefaultInstanceConnectWindow (60 s, AWS's).
+	InstanceConnectWindow time.Duration
+
+	// Secrets maps a Secrets Manager secret name to its SecretString,
+	// served by GetSecretValue (by name or SecretARN); SetSecret rotates
+	// one. nil: none.
+	Secrets map[string]string
+
 	// Logger receives debug/info logs. nil: silent. Secrets (keys, tokens)
 	// are never logged.
 	Logger *slog.Logger
@@ -242,6 +273,11 @@ type Server struct {
 	ended     map[string]struct{}
 	endedRing []string
 	endedNext int
+
+	instances map[string]Instance     // s.mu
+	apiFaults map[string]*APIFault    // s.mu
+	secrets   map[string]*secretValue // s.mu
+	keysMu    sync.Mutex              // serializes authorized_keys rewrites
 }
 
 // maxEndedRemembered bounds the ids of ended sessions the server keeps.
@@ -326,7 +362,22 @@ func NewServer(cfg Config) (*Server, error) {
 		}
 	}
 
-	s := &Server{cfg: cfg, sessions: make(map[string]*session)}
+	if cfg.InstanceConnectWindow <= 0 {
+		cfg.InstanceConnectWindow = DefaultInstanceConnectWindow
+	}
+	s := &Server{cfg: cfg, sessions: make(map[string]*session),
+		instances: make(map[string]Instance), apiFaults: make(map[string]*APIFault), secrets: make(map[string]*secretValue)}
+	for id, in := range cfg.Instances {
+		s.instances[id] = in.withDefaults()
+	}
+	ic := make(map[string]string, len(cfg.InstanceConnect))
+	for k, v := range cfg.InstanceConnect {
+		ic[k] = v
+	}
+	s.cfg.InstanceConnect = ic
+	for name, v := range cfg.Secrets {
+		s.SetSecret(name, v)
+	}
 	s.log = cfg.Logger
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -605,6 +656,11 @@ type Stats struct {
 
 	// Strict mode.
 	Violations int64
+
+	// Credential APIs.
+	KeysPushed       int64 // successful SendSSHPublicKey calls
+	InstancesStarted int64 // Stopped instances started by StartAutomationExecution
+	SecretFetches    int64 // successful GetSecretValue calls
 }
 
 type counters struct {
@@ -621,6 +677,7 @@ type counters struct {
 	bytesToTarget, bytesFromTarget                                                    atomic.Int64
 	pacedMessages, pacedBytes, pacedNanos                                             atomic.Int64
 	violations                                                                        atomic.Int64
+	keysPushed, secretFetches, instancesStarted                                       atomic.Int64
 }
 
 // Stats returns a snapshot of the counters.
@@ -650,6 +707,7 @@ func (s *Server) Stats() Stats {
 		PacedMessages: c.pacedMessages.Load(), PacedBytes: c.pacedBytes.Load(),
 		PacedTime:  time.Duration(c.pacedNanos.Load()),
 		Violations: c.violations.Load(),
+		KeysPushed: c.keysPushed.Load(), SecretFetches: c.secretFetches.Load(), InstancesStarted: c.instancesStarted.Load(),
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"github.com/jumpless/jumpless/instanceconnect"
 	"github.com/jumpless/jumpless/sshx"
 	"github.com/jumpless/jumpless/ssm"
 )
@@ -21,17 +22,25 @@ const checkAbout = `Diagnoses a configuration step by step, the way opening a tu
 prints OK or FAIL for each step; for a failing step it says the likely cause
 and what to change:
 
+  target               a tag:KEY=VALUE --target matches one instance whose
+                       SSM agent is online (instances and last ping shown
+                       otherwise)
   SSH private key      the --ssh-key file can be read and decrypted
   known_hosts          the file has an entry for the instance
   AWS configuration    region, profile and endpoint
   AWS credentials      credentials are found
   StartSession         IAM allows ssm:StartSession, the instance is connected
   agent handshake      data channel and SSM agent handshake
+  Instance Connect     with --instance-connect: a throwaway key is pushed
+                       (IAM allows ec2-instance-connect:SendSSHPublicKey)
   SSH host key         the instance's host key matches (its fingerprint is
                        shown when it does not)
   SSH authentication   the user and key are accepted
   database address     each --to HOST:PORT (and -L target) is reachable
                        from the instance
+  database login       with --rds-iam: a token is made for --db-user at the
+                       first --to; with --db-secret: the secret is read and
+                       holds a username and password
 
 Steps after a failure are skipped. The session is terminated at the end.
 This replaces trying "aws ssm start-session --document-name
@@ -87,13 +96,18 @@ func runCheck(ctx context.Context, env *Env, args []string) error {
 		o      tunnelOpts
 		tos    []string
 		locals []string
+		dbc    dbCredOpts
 	)
 	s := newFlagSet("check", "jumpless check [TUNNEL] [--target ID] [flags] [--to HOST:PORT ...]", checkAbout, checkExamples)
 	s.group("What to check")
 	s.listVar(&tos, "to", "", "HOST:PORT", "database address to try from the instance; repeatable")
 	s.listVar(&locals, "local-forward", "L", "[BIND:]PORT:HOST:HOSTPORT", "as for forward; only HOST:HOSTPORT is tried")
 	o.register(s)
+	dbc.register(s)
 	if err := s.parse(env, args); err != nil {
+		return err
+	}
+	if err := dbc.validate(); err != nil {
 		return err
 	}
 	if s.fs.NArg() > 0 {
@@ -127,7 +141,7 @@ func runCheck(ctx context.Context, env *Env, args []string) error {
 		fmt.Fprintf(c.out, "Checking the tunnel to %s\n", o.target)
 	}
 	c.checkLocal(&o)
-	ok := c.checkRemote(ctx, env, &o, remotes)
+	ok := c.checkRemote(ctx, env, &o, &dbc, remotes)
 	if ctx.Err() != nil {
 		return &exitStatus{code: 130}
 	}
@@ -172,7 +186,9 @@ func (c *checker) checkLocal(o *tunnelOpts) {
 	} else if o.sshAgent {
 		c.ok("SSH private key", "using ssh-agent at "+o.sshAuthSock)
 	}
-	if o.knownHosts != "" {
+	if o.knownHosts != "" && (!ssm.IsSelector(o.target) || o.hostKeyAlias != "") {
+		// (For a tag target the entry is looked up under the instance id
+		// once it is known: the SSH host key step.)
 		const step = "known_hosts"
 		name := hostKeyName(o)
 		cb, err := knownhosts.New(o.knownHosts)
@@ -203,10 +219,21 @@ func knownhostsAddr(name string) string {
 }
 
 // checkRemote runs the network steps. It returns false if a step failed.
-func (c *checker) checkRemote(ctx context.Context, env *Env, o *tunnelOpts, remotes []string) bool {
-	steps := []string{stepStart, stepAgent, stepHostKey, stepAuth}
+func (c *checker) checkRemote(ctx context.Context, env *Env, o *tunnelOpts, dbc *dbCredOpts, remotes []string) bool {
+	var steps []string
+	if ssm.IsSelector(o.target) || o.startStopped {
+		steps = append(steps, stepTarget)
+	}
+	steps = append(steps, stepStart, stepAgent)
+	if o.instanceConnect {
+		steps = append(steps, stepIC)
+	}
+	steps = append(steps, stepHostKey, stepAuth)
 	for _, r := range remotes {
 		steps = append(steps, stepDial+" "+r)
+	}
+	if dbc.enabled() {
+		steps = append(steps, stepDBCreds)
 	}
 	skipFrom := func(step string) {
 		after := false
@@ -264,6 +291,25 @@ func (c *checker) checkRemote(ctx context.Context, env *Env, o *tunnelOpts, remo
 		AWS: awsCfg, Endpoint: o.endpointURL, RootCAs: pool, Target: o.target,
 		DocumentName: o.documentName, PortNumber: o.bastionPort, Reason: o.reason, Logger: o.logger(env),
 	}
+	if ssm.IsSelector(o.target) || o.startStopped {
+		scfg.StartStopped = o.startStopped
+		inst, err := ssm.ResolveTarget(tctx, scfg)
+		if err != nil {
+			d := diagnose(err, o)
+			if d.step != stepTarget {
+				d.step = stepTarget
+			}
+			c.diag(d)
+			skipFrom(stepTarget)
+			return false
+		}
+		started := ""
+		if inst.StartedIn > 0 {
+			started = fmt.Sprintf(", started in %v", inst.StartedIn.Round(time.Second))
+		}
+		c.ok(stepTarget, fmt.Sprintf("%s is %s (%s%s)", o.target, inst.ID, inst.PingStatus, started))
+		scfg.Target, scfg.StartStopped = inst.ID, false
+	}
 	sess, err := ssm.Dial(tctx, scfg)
 	if err != nil {
 		d := diagnose(err, o)
@@ -289,7 +335,24 @@ func (c *checker) checkRemote(ctx context.Context, env *Env, o *tunnelOpts, remo
 		// that the failure shows the instance's fingerprint.
 		_, sc.HostKey, _ = ed25519Probe()
 	}
-	client, err := sshx.NewClient(tctx, sess, o.target, sc)
+	var icKey *instanceconnect.Key
+	if o.instanceConnect {
+		icKey, err = instanceconnect.New(instanceconnect.Config{AWS: awsCfg, InstanceID: scfg.Target, OSUser: o.sshUser, Logger: o.logger(env)})
+		if err == nil {
+			err = icKey.Push(tctx)
+		}
+		if err != nil {
+			c.diag(diagnose(err, o))
+			skipFrom(stepIC)
+			return false
+		}
+		c.ok(stepIC, fmt.Sprintf("throwaway key %s pushed for %s (valid 60 s)", icKey.Fingerprint(), o.sshUser))
+		sc.Signers = append(sc.Signers, icKey.Signer())
+	}
+	client, err := sshx.NewClient(tctx, sess, scfg.Target, sc)
+	if err != nil && icKey != nil && errors.Is(err, sshx.ErrAuthFailed) {
+		err = icKey.LoginRefused(err)
+	}
 	if err != nil {
 		d := diagnose(err, o)
 		if noHostKey && d.step == stepHostKey {
@@ -330,6 +393,22 @@ func (c *checker) checkRemote(ctx context.Context, env *Env, o *tunnelOpts, remo
 	}
 	if len(remotes) == 0 {
 		fmt.Fprintf(c.out, "       (pass --to HOST:PORT to check a database address too)\n")
+	}
+	if dbc.enabled() {
+		remote := ""
+		if len(remotes) > 0 {
+			remote = remotes[0]
+		}
+		if dbc.rdsIAM && remote == "" {
+			c.fail(stepDBCreds, "--rds-iam needs the database address", "pass --to HOST:PORT (the RDS endpoint as the instance reaches it)")
+			return false
+		}
+		_, what, err := dbc.login(ctx, awsCfg, remote)
+		if err != nil {
+			c.fail(stepDBCreds, sanitize(oneLine(err.Error())), "check the secret id and that IAM allows secretsmanager:GetSecretValue (and kms:Decrypt for a customer-managed key); see the README's Credentials section")
+			return false
+		}
+		c.ok(stepDBCreds, what)
 	}
 	return ok
 }

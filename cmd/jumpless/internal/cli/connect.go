@@ -14,6 +14,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 
+	"github.com/jumpless/jumpless/instanceconnect"
 	"github.com/jumpless/jumpless/sshx"
 	"github.com/jumpless/jumpless/ssm"
 	"github.com/jumpless/jumpless/tunnel"
@@ -125,11 +126,22 @@ func (o *tunnelOpts) tunnelConfig(ctx context.Context, env *Env) (tunnel.Config,
 			DocumentName: o.documentName,
 			PortNumber:   o.bastionPort,
 			Reason:       o.reason,
+			StartStopped: o.startStopped,
 		},
-		SSH:      o.sshConfig(),
-		Sessions: o.sessions,
-		Logger:   log,
+		SSH:             o.sshConfig(),
+		Sessions:        o.sessions,
+		InstanceConnect: o.instanceConnectConfig(),
+		Logger:          log,
 	}, nil
+}
+
+// instanceConnectConfig is the tunnel's EC2 Instance Connect config for
+// --instance-connect, or nil.
+func (o *tunnelOpts) instanceConnectConfig() *instanceconnect.Config {
+	if !o.instanceConnect {
+		return nil
+	}
+	return &instanceconnect.Config{}
 }
 
 func (o *tunnelOpts) sshConfig() sshx.Config {

@@ -10,6 +10,7 @@ import (
 	"github.com/aws/smithy-go"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/jumpless/jumpless/instanceconnect"
 	"github.com/jumpless/jumpless/sshx"
 	"github.com/jumpless/jumpless/ssm"
 	"github.com/jumpless/jumpless/tunnel"
@@ -25,6 +26,9 @@ const (
 	stepHostKey     = "SSH host key"
 	stepAuth        = "SSH authentication"
 	stepDial        = "database address"
+	stepTarget      = "target"
+	stepIC          = "Instance Connect"
+	stepDBCreds     = "database login"
 )
 
 // diagnosis explains a failure: which step, what happened, the likely cause
@@ -71,7 +75,15 @@ func diagnose(err error, o *tunnelOpts) diagnosis {
 		dcErr   *ssm.DataChannelError
 		ocErr   *gossh.OpenChannelError
 	)
+	var (
+		tgtErr *ssm.TargetError
+		icErr  *instanceconnect.Error
+	)
 	switch {
+	case errors.As(err, &tgtErr):
+		return diagnosis{step: stepTarget, problem: msg}
+	case errors.As(err, &icErr):
+		return diagnosis{step: stepIC, problem: msg, usage: errors.Is(err, instanceconnect.ErrNotEC2)}
 	case errors.As(err, &tnc):
 		return diagnosis{step: stepStart, problem: fmt.Sprintf("%s is not connected to Session Manager in %s (TargetNotConnected)", o.target, region),
 			cause:  "wrong instance id or region, the instance is stopped, or its SSM agent is not running or cannot reach Session Manager",
@@ -273,6 +285,9 @@ func hostKeySource(o *tunnelOpts) string {
 }
 
 func keyName(o *tunnelOpts) string {
+	if o.instanceConnect {
+		return "an EC2 Instance Connect key"
+	}
 	if o.sshKey != "" {
 		return o.sshKey
 	}

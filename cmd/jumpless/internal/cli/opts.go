@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jumpless/jumpless/sshx"
+	"github.com/jumpless/jumpless/ssm"
 )
 
 // passphraseEnv holds the private key's passphrase. There is deliberately
@@ -27,9 +28,11 @@ type tunnelOpts struct {
 	documentName string
 	reason       string
 	bastionPort  int
+	startStopped bool
 
 	sshUser               string
 	sshKey                string
+	instanceConnect       bool
 	sshAgent              bool
 	knownHosts            string
 	hostKey               string
@@ -53,7 +56,7 @@ func (o *tunnelOpts) register(s *flagSet) {
 	s.stringVar(&s.configPath, "config", "FILE", "", "config file with [tunnel.NAME] tables (default $"+configEnv+", else ~/.config/jumpless/config.toml)")
 	s.setEnvName("config", configEnv)
 	s.group("Session Manager (AWS)")
-	s.stringVar(&o.target, "target", "ID", "", "EC2 instance (i-...) or managed node (mi-...) running the SSM agent and sshd; required")
+	s.stringVar(&o.target, "target", "ID", "", "EC2 instance (i-...), managed node (mi-...) or tag selector (tag:Name=etl-bastion: the one instance with that tag whose agent is online) running the SSM agent and sshd; required")
 	s.stringVar(&o.profile, "profile", "NAME", "", "AWS shared config profile, as with the AWS CLI (default: $AWS_PROFILE or \"default\")")
 	s.stringVar(&o.region, "region", "REGION", "", "AWS region (default: $AWS_REGION or the profile's region)")
 	s.stringVar(&o.endpointURL, "endpoint-url", "URL", "", "SSM API endpoint, e.g. a VPC endpoint or the jumpless emulator (default: $AWS_ENDPOINT_URL_SSM, $AWS_ENDPOINT_URL or the region's)")
@@ -61,10 +64,12 @@ func (o *tunnelOpts) register(s *flagSet) {
 	s.stringVar(&o.documentName, "document-name", "NAME", "", "Session Manager document (default AWS-StartSSHSession)")
 	s.intVar(&o.bastionPort, "bastion-port", "PORT", 22, "port of sshd on the instance")
 	s.stringVar(&o.reason, "reason", "TEXT", "", "reason recorded with the session in CloudTrail")
+	s.boolVar(&o.startStopped, "start-stopped", "start the bastion if it is stopped (AWS-StartEC2Instance runbook) and wait up to 5 min for its agent; jumpless never stops it")
 
 	s.group("SSH (on the instance)")
 	s.stringVar(&o.sshUser, "ssh-user", "USER", "", "login name on the instance (default "+sshx.DefaultUser+", the Amazon Linux user; your local user name when the SSM endpoint is on this machine, i.e. the jumpless emulator in front of a local sshd)")
 	s.stringVar(&o.sshKey, "ssh-key", "FILE", "", "private key file (OpenSSH or PEM); if it is encrypted put the passphrase in $"+passphraseEnv)
+	s.boolVar(&o.instanceConnect, "instance-connect", "log in with a throwaway key pushed through EC2 Instance Connect (no key file; EC2 instances only)")
 	s.boolVar(&o.sshAgent, "ssh-agent", "authenticate with the keys of ssh-agent ($SSH_AUTH_SOCK); the default when --ssh-key is not given and $SSH_AUTH_SOCK is set")
 	s.stringVar(&o.knownHosts, "known-hosts", "FILE", "", "known_hosts file holding the instance's host key (default ~/.ssh/known_hosts when it exists)")
 	s.stringVar(&o.hostKey, "host-key", "SHA256:...", "", "expected host key fingerprint, instead of --known-hosts ('jumpless check' shows it)")
@@ -85,8 +90,15 @@ func (o *tunnelOpts) validate(cmd string, env *Env) error {
 	if o.target == "" {
 		return usagef("--target is required (an EC2 instance id like i-0123456789abcdef0)")
 	}
-	if !targetRE.MatchString(o.target) {
-		return usagef("--target %q is not an instance id (want i- or mi- and 8 or 17 hex digits, like i-0123456789abcdef0)", o.target)
+	if ssm.IsSelector(o.target) {
+		if _, _, err := ssm.ParseSelector(o.target); err != nil {
+			return usagef("--target %q: want tag:KEY=VALUE, like tag:Name=etl-bastion", o.target)
+		}
+	} else if !targetRE.MatchString(o.target) {
+		return usagef("--target %q is not an instance id (want i- or mi- and 8 or 17 hex digits, like i-0123456789abcdef0) or a tag selector (tag:Name=etl-bastion)", o.target)
+	}
+	if o.instanceConnect && strings.HasPrefix(o.target, "mi-") {
+		return usagef("--instance-connect works with EC2 instances (i-...) only, not managed node %s: pass --ssh-key instead", o.target)
 	}
 	if o.bastionPort < 1 || o.bastionPort > 65535 {
 		return usagef("--bastion-port %d: want a number 1-65535", o.bastionPort)
@@ -110,9 +122,9 @@ func (o *tunnelOpts) validate(cmd string, env *Env) error {
 	o.knownHosts = expandHome(o.knownHosts)
 	o.caBundle = expandHome(o.caBundle)
 	o.sshAuthSock = env.getenv("SSH_AUTH_SOCK")
-	if o.sshKey == "" && !o.sshAgent {
+	if o.sshKey == "" && !o.sshAgent && !o.instanceConnect {
 		if o.sshAuthSock == "" {
-			return usagef("no SSH credentials: pass --ssh-key FILE (e.g. ~/.ssh/id_ed25519) or --ssh-agent with $SSH_AUTH_SOCK set")
+			return usagef("no SSH credentials: pass --ssh-key FILE (e.g. ~/.ssh/id_ed25519), --instance-connect, or --ssh-agent with $SSH_AUTH_SOCK set")
 		}
 		o.sshAgent = true
 	}

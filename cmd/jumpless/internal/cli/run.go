@@ -44,6 +44,7 @@ func runRun(ctx context.Context, env *Env, args []string) error {
 		locals []string
 		to     string
 		envKnd string
+		dbc    dbCredOpts
 	)
 	s := newFlagSet("run", "jumpless run [TUNNEL] [--target ID] [flags] (--to HOST:PORT | -L SPEC ...) -- COMMAND [ARGS...]", runAbout, runExamples)
 	s.group("Forwarding")
@@ -51,7 +52,11 @@ func runRun(ctx context.Context, env *Env, args []string) error {
 	s.listVar(&locals, "local-forward", "L", "[BIND:]PORT:HOST:HOSTPORT", "forward like 'jumpless forward -L'; repeatable")
 	s.stringVar(&envKnd, "env", "KIND", "", "also set client variables for the first forward: pg (PGHOST, PGPORT) or mysql (MYSQL_HOST, MYSQL_TCP_PORT)")
 	o.register(s)
+	dbc.register(s)
 	if err := s.parse(env, args); err != nil {
+		return err
+	}
+	if err := dbc.validate(); err != nil {
 		return err
 	}
 	argv := s.fs.Args()
@@ -139,6 +144,17 @@ func runRun(ctx context.Context, env *Env, args []string) error {
 		"JUMPLESS_PORT="+port,
 		"JUMPLESS_ADDRS="+strings.Join(addrs, ","),
 	)
+	if dbc.enabled() {
+		l, what, err := o.dbLogin(ctx, env, &dbc, specs[0].Remote)
+		if err != nil {
+			closeAll()
+			return connectErr(fmt.Errorf("database login: %s", sanitize(oneLine(err.Error()))))
+		}
+		if o.verbose {
+			fmt.Fprintf(env.Stderr, "jumpless: run: database login: %s\n", what)
+		}
+		childEnv = append(childEnv, dbLoginEnv(envKnd, l)...)
+	}
 	switch envKnd {
 	case "pg":
 		childEnv = append(childEnv, "PGHOST="+host, "PGPORT="+port)
