@@ -99,8 +99,11 @@ func (s *Session) supervise(ws *websocket.Conn) {
 
 		s.mu.Lock()
 		s.conn = nil
+		closing := s.closing
 		s.mu.Unlock()
-		if s.ctx.Err() != nil {
+		if s.ctx.Err() != nil || closing {
+			// Close is under way (it ends the session with ErrClosed):
+			// nothing to resume.
 			return
 		}
 		s.log.Warn("ssm: data channel lost, resuming", "err", err)
