@@ -5,16 +5,31 @@ GO        ?= go
 PKGS      ?= ./... ./examples/...
 FUZZTIME  ?= 10s
 
-.PHONY: all test test-env demo bench fuzz lint
+.PHONY: all test test-env test-real real-peers demo bench fuzz lint
 
 all: lint test
 
 test-env:
 	scripts/test-env.sh
 
-# Installs/starts sshd, MariaDB and PostgreSQL when absent, then runs every test.
+# Tests against AWS's real peers (session-manager-plugin, amazon-ssm-agent
+# from ../shared/peers/aws): named TestReal*. They need root and unshare for
+# the agent; without the binaries they skip, and in CI (CI=true) a skip with
+# the binaries present is a failure. Run verbosely so their figures print.
+REAL_RUN  ?= ^TestReal(Agent|Plugin)
+
+# Installs/starts sshd, MariaDB and PostgreSQL when absent, then runs every
+# test: the real-peer tests once, verbosely, after the others.
 test: test-env
-	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	$(GO) test -race -count=1 -timeout 30m -skip '$(REAL_RUN)' $(PKGS)
+	@$(MAKE) --no-print-directory real-peers
+
+# Only the real-peer tests and the real agent's calibration benchmark.
+test-real: test-env real-peers
+
+real-peers:
+	$(GO) test -race -count=1 -timeout 20m -v -run '$(REAL_RUN)' ./internal/realagent ./ssm/ssmtest
+	$(GO) test -count=1 -run '^$$' -bench RealAgentCalibration -benchtime 2x ./internal/realagent
 
 demo:
 	$(GO) run ./examples/quickstart

@@ -114,6 +114,17 @@ func newAgent(ss *session) *agent {
 	return a
 }
 
+// deliver hands a frame from the gateway to the agent's reader, blocking
+// like TCP back-pressure through MGS; false when the session ended first.
+func (a *agent) deliver(b []byte) bool {
+	select {
+	case a.in <- b:
+		return true
+	case <-a.ss.ctx.Done():
+		return false
+	}
+}
+
 func (a *agent) start() bool {
 	return a.srv.goTracked(a.run) && a.srv.goTracked(a.reader) && a.srv.goTracked(a.resender)
 }
@@ -344,7 +355,7 @@ func (a *agent) writePump(c net.Conn) (endReason, string, bool) {
 			copy(p, buf[:n])
 			a.sendStream(wire.PayloadOutput, p, wire.FlagsNone)
 			st.bytesFromTarget.Add(int64(n))
-			pc.pace(t0)
+			pc.pace()
 			st.pacedMessages.Add(1)
 			st.pacedBytes.Add(int64(n))
 			st.pacedNanos.Add(int64(time.Since(t0)))

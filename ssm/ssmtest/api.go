@@ -373,16 +373,17 @@ func (s *Server) apiStartSession(body []byte) (any, *apiError) {
 	if perr != nil {
 		return nil, perr
 	}
+	real := s.mgs.agent(*in.Target) // a real agent attached through MGS (mgs.go) wins
 	s.mu.Lock()
 	addr, ok := s.cfg.Targets[*in.Target]
 	if inst, known := s.instances[*in.Target]; known && inst.PingStatus != PingOnline {
 		ok = false // the agent is not connected: AWS answers TargetNotConnected
 	}
 	s.mu.Unlock()
-	if !ok {
+	if !ok && real == nil {
 		return nil, &apiError{status: 400, code: "TargetNotConnected", message: *in.Target + " is not connected."}
 	}
-	ss, err := s.newSession(*in.Target, doc, props, addr)
+	ss, err := s.newSession(*in.Target, doc, props, addr, real)
 	if err != nil {
 		return nil, &apiError{status: 500, code: "InternalServerError", message: err.Error()}
 	}

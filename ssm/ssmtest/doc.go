@@ -52,7 +52,44 @@
 //   - Optional service-side IdleTimeout and MaxSessionDuration.
 //
 // The emulator was checked against AWS's own session-manager-plugin (see
-// plugin_test.go, JUMPLESS_SSM_PLUGIN) and the aws CLI (SigV4).
+// plugin_test.go; the build in ../shared/peers/aws, or JUMPLESS_SSM_PLUGIN)
+// and the aws CLI (SigV4).
+//
+// # Gateway mode: AWS's real agent behind the emulator
+//
+// The server also plays MGS for a real amazon-ssm-agent that dials in
+// (../shared/docs/ssm-real-peers.md §3.3, the agent's source): with
+// Config.TLS (the agent forces https and wss), the configuration from
+// AgentConfig (container mode, a custom identity, every endpoint at the
+// server), the server's Credentials in the agent's environment and
+// CACertPEM as its SSL_CERT_FILE, the agent
+//
+//   - calls CreateControlChannel (POST /v1/control-channel/<instance>,
+//     SigV4 for service "ssmmessages", answered HTTP 201 with an XML token)
+//     and opens its control channel websocket (SigV4-signed upgrade, then a
+//     text OpenControlChannel with the token); WaitAgent and Agents see it;
+//   - gets each StartSession for its instance id as interactive_shell on the
+//     control channel: the document's content and its parameters as plain
+//     strings (a real agent attached for an instance id takes precedence
+//     over Config.Targets);
+//   - calls CreateDataChannel and opens its end of the data channel
+//     (SigV4-signed, first frame OpenDataChannel with ClientInstanceId);
+//     the gateway relays binary frames verbatim between it and the client,
+//     consumes agent_session_state, drops what is sent to an end that is
+//     not connected (both ends retransmit) and loses what is in a socket
+//     that dies (KillWebsocket for the client's, KillAgentWebsocket for the
+//     agent's, which the agent reopens by itself);
+//   - reports each ended session with agent_task_complete, which the server
+//     acknowledges (agent_task_acknowledge) and counts
+//     (Stats.AgentTasksCompleted) before it closes the client's channel; a
+//     session the service ends (TerminateSession, CloseChannel, timeouts,
+//     Close) is sent channel_closed on the control channel.
+//
+// Faults, strict mode and the counters apply as with the emulated agent;
+// the agent-side counters (handshakes, retransmissions, pacing) count only
+// the emulated agent. Example_realAgent shows how to point an agent (for
+// instance in a container) at a server; the project's internal/realagent
+// package runs the build in ../shared/peers/aws in private namespaces.
 //
 // What is not emulated: shell/command documents, KMS encryption, the
 // agent's own websocket reconnect (its link to the service never breaks

@@ -46,9 +46,10 @@ func FuzzClientFrame(f *testing.F) {
 		var m wire.Message
 		err := wire.Decode(b, &m)
 		ss.checkClientFrame(websocket.BinaryMessage, b, &m, err)
-		ss.agent.hsDone.Store(len(b)%2 == 0)
-		ss.agent.handle(b)
-		ss.agent.handle(b) // duplicate
+		a := ss.agent.(*agent)
+		a.hsDone.Store(len(b)%2 == 0)
+		a.handle(b)
+		a.handle(b) // duplicate
 	})
 }
 

@@ -122,7 +122,7 @@ type session struct {
 	started  time.Time
 	ctx      context.Context
 	cancel   context.CancelFunc
-	agent    *agent
+	agent    sessionAgent // the emulated agent, or a real one attached through MGS (mgs.go)
 
 	mu        sync.Mutex
 	token     string
@@ -145,7 +145,7 @@ type session struct {
 	frameIndex  int64
 }
 
-func (s *Server) newSession(target, doc string, props map[string]string, addr string) (*session, error) {
+func (s *Server) newSession(target, doc string, props map[string]string, addr string, real *agentConn) (*session, error) {
 	ss := &session{
 		srv:        s,
 		id:         "ssmtest-" + randHex(9)[:17],
@@ -160,7 +160,11 @@ func (s *Server) newSession(target, doc string, props map[string]string, addr st
 		unackedOut: make(map[int64][]byte),
 	}
 	ss.ctx, ss.cancel = context.WithCancel(s.ctx)
-	ss.agent = newAgent(ss)
+	if real != nil {
+		ss.agent = newRemoteAgent(ss, real)
+	} else {
+		ss.agent = newAgent(ss)
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -490,10 +494,8 @@ func (ss *session) fromClient(mt int, b []byte) {
 // deliverToAgent hands a frame to the agent's reader (blocking, like TCP
 // back-pressure through MGS).
 func (ss *session) deliverToAgent(b []byte) {
-	select {
-	case ss.agent.in <- b:
+	if ss.agent.deliver(b) {
 		ss.srv.st.framesToAgent.Add(1)
-	case <-ss.ctx.Done():
 	}
 }
 

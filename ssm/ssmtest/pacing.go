@@ -13,34 +13,49 @@ import "time"
 // i.e. 1024 B every 1024/(0.70·2^20) s = 1.395 ms. On the same machine
 // time.Sleep(1 ms) alone takes 1.099 ms (2000 iterations, Go 1.26), which
 // would give 0.89 MiB/s; the remaining ≈ 0.30 ms is the modelled agent cost.
-// The pacer keeps an absolute schedule of one message per period, so timer
-// overshoot does not change the average rate: a sleep that overshoots is
-// made up by a shorter next one (under load the host's timer overshoot was
-// 0.3-0.6 ms, so a fixed 1 ms sleep plus a fixed cost made the rate depend on
-// the load: 0.56 MiB/s in the first measurement). BENCHMARKS.md at the
-// repository root has the measurements through the emulator.
+// The pacer reproduces the agent's loop rather than a rate: after each
+// message it sleeps time.Sleep(1 ms) as the agent does (so the Go timer's
+// overshoot, which grows with the host's load, slows it as it slows the
+// real agent; a loaded host measured 1.23–1.26 ms per call), and adds the
+// modelled per-message cost, RealisticMessagePeriod minus one idle
+// Sleep(1 ms), on an accounted schedule (whole-millisecond sleeps whose
+// actual length is subtracted, so the cost stays the same under load).
+// Earlier the pacer held an absolute schedule of one message per period
+// whatever the load: it kept 0.70 MiB/s on a loaded host where the real
+// agent fell to 0.43–0.61 MiB/s (ssm-real-peers.md; internal/realagent's
+// calibration benchmark), i.e. it was kinder than the real agent.
 const RealisticMessagePeriod = 1395 * time.Microsecond
 
-// maxPaceLag is how far behind schedule the pacer may fall (target idle,
-// back-pressure) before it restarts the schedule instead of bursting.
-const maxPaceLag = 5 * time.Millisecond
+// agentLoopSleep is the real agent's sleep after each message
+// ([A] port_basic.go WritePump: time.Sleep(time.Millisecond)).
+const agentLoopSleep = time.Millisecond
+
+// idleSleep1ms is what time.Sleep(1 ms) took on an idle host of the
+// calibration machine class (BENCHMARKS.md).
+const idleSleep1ms = 1099 * time.Microsecond
+
+// agentMessageCost is the real agent's per-message cost beyond its sleep,
+// modelled: RealisticMessagePeriod minus one idle Sleep(1 ms) (0.296 ms).
+const agentMessageCost = RealisticMessagePeriod - idleSleep1ms
 
 // pacer paces the target → client loop.
 type pacer struct {
 	realistic bool
-	next      time.Time
+	debt      time.Duration // modelled cost not slept yet (negative: slept ahead)
 }
 
-// pace is called after a message was sent; t0 is when the chunk was read.
-func (p *pacer) pace(t0 time.Time) {
+// pace is called after each message was sent.
+func (p *pacer) pace() {
 	if !p.realistic {
 		return
 	}
-	if p.next.IsZero() || t0.Sub(p.next) > maxPaceLag {
-		p.next = t0
-	}
-	p.next = p.next.Add(RealisticMessagePeriod)
-	if d := time.Until(p.next); d > 0 {
-		time.Sleep(d)
+	time.Sleep(agentLoopSleep)
+	p.debt += agentMessageCost
+	if p.debt >= agentLoopSleep {
+		// Whole-millisecond sleeps only: with Go's timer a sleep between 1
+		// and 2 ms takes about 2 ms on Linux; the overshoot is accounted.
+		s := time.Now()
+		time.Sleep(agentLoopSleep)
+		p.debt -= time.Since(s)
 	}
 }

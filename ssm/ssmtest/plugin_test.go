@@ -19,17 +19,19 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ssmsdk "github.com/aws/aws-sdk-go-v2/service/ssm"
 
+	"github.com/jumpless/jumpless/internal/realagent"
 	"github.com/jumpless/jumpless/internal/testenv"
 	"github.com/jumpless/jumpless/ssm/ssmtest"
 )
 
-// pluginPath returns the session-manager-plugin binary named by
-// JUMPLESS_SSM_PLUGIN (AWS's plugin, built from aws/session-manager-plugin);
-// the interop tests are skipped without it.
+// pluginPath returns AWS's session-manager-plugin (built from
+// aws/session-manager-plugin): the binary named by JUMPLESS_SSM_PLUGIN, else
+// the build in ../shared/peers/aws unpacked into a temporary folder. The
+// interop tests are skipped without either.
 func pluginPath(t *testing.T) string {
 	p := os.Getenv("JUMPLESS_SSM_PLUGIN")
 	if p == "" {
-		t.Skip("JUMPLESS_SSM_PLUGIN not set: no real session-manager-plugin to test against")
+		return realagent.Plugin(t)
 	}
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("JUMPLESS_SSM_PLUGIN: %v", err)

@@ -262,6 +262,7 @@ type Server struct {
 
 	faults [2]faultState
 	st     counters
+	mgs    mgsState // real agents attached through MGS (mgs.go)
 
 	blackholed atomic.Bool // Blackhole: the network path to the service is dead
 
@@ -420,7 +421,8 @@ func NewServer(cfg Config) (*Server, error) {
 	s.wsBase = wsScheme + "://" + hostPort
 	mux := http.NewServeMux()
 	mux.HandleFunc("/", s.serveAPI)
-	mux.HandleFunc("/v1/data-channel/", s.serveDataChannel)
+	mux.HandleFunc("/v1/data-channel/", s.routeDataChannel)
+	mux.HandleFunc("/v1/control-channel/", s.serveControlChannel)
 	s.hs = &http.Server{
 		Handler:           s.unlessBlackholed(mux),
 		ReadHeaderTimeout: 10 * time.Second,
@@ -654,6 +656,12 @@ type Stats struct {
 	PacedBytes    int64
 	PacedTime     time.Duration
 
+	// Real agents (gateway mode, mgs.go).
+	AgentsConnected     int64 // control channels of real agents accepted
+	AgentDataChannels   int64 // data-channel websockets of real agents accepted (a reconnect counts again)
+	AgentTasksCompleted int64 // sessions a real agent reported complete (agent_task_complete, once per session)
+	FramesLostToAgent   int64 // client frames lost because the real agent's data channel was not connected or the write failed
+
 	// Strict mode.
 	Violations int64
 
@@ -677,6 +685,7 @@ type counters struct {
 	bytesToTarget, bytesFromTarget                                                    atomic.Int64
 	pacedMessages, pacedBytes, pacedNanos                                             atomic.Int64
 	violations                                                                        atomic.Int64
+	agentsConnected, agentTasksCompleted, framesLostToAgent, agentDataChannels        atomic.Int64
 	keysPushed, secretFetches, instancesStarted                                       atomic.Int64
 }
 
@@ -708,6 +717,8 @@ func (s *Server) Stats() Stats {
 		PacedTime:  time.Duration(c.pacedNanos.Load()),
 		Violations: c.violations.Load(),
 		KeysPushed: c.keysPushed.Load(), SecretFetches: c.secretFetches.Load(), InstancesStarted: c.instancesStarted.Load(),
+		AgentsConnected: c.agentsConnected.Load(), AgentTasksCompleted: c.agentTasksCompleted.Load(),
+		FramesLostToAgent: c.framesLostToAgent.Load(), AgentDataChannels: c.agentDataChannels.Load(),
 	}
 }
 

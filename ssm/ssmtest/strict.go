@@ -172,10 +172,10 @@ func checkAck(ss *session, m *wire.Message) {
 		if u, err := uuid.Parse(*a.ID); err != nil || u.String() != *a.ID {
 			ss.violation(0, RuleAck, fmt.Sprintf("AcknowledgedMessageId %q is not a lowercase hyphenated UUID", *a.ID))
 		}
-		if ss.agent != nil {
-			ss.agent.mu.Lock()
-			next := ss.agent.seq
-			ss.agent.mu.Unlock()
+		if ag, ok := ss.agent.(*agent); ok {
+			ag.mu.Lock()
+			next := ag.seq
+			ag.mu.Unlock()
 			if *a.Seq >= next {
 				ss.violation(0, RuleAck, fmt.Sprintf("acknowledges output seq %d; the agent has sent only up to %d", *a.Seq, next-1))
 			}
