@@ -2,7 +2,7 @@
 GO        ?= go
 # The examples are a module of their own (examples/go.mod, joined by go.work):
 # ./... from the root does not reach them, so they are named too.
-PKGS      ?= ./... ./examples/...
+PKGS      ?= ./... ./aliyun/... ./examples/...
 FUZZTIME  ?= 10s
 
 .PHONY: all test test-env test-real real-peers demo bench fuzz lint
@@ -13,7 +13,8 @@ test-env:
 	scripts/test-env.sh
 
 # Tests against AWS's real peers (session-manager-plugin, amazon-ssm-agent
-# from ../shared/peers/aws): named TestReal*. They need root and unshare for
+# from ../shared/peers/aws; Alibaba's agent from ../shared/peers/aliyun, in ./aliyun):
+# named TestReal*. They need root and unshare for
 # the agent; without the binaries they skip, and in CI (CI=true) a skip with
 # the binaries present is a failure. Run verbosely so their figures print.
 REAL_RUN  ?= ^TestReal(Agent|Plugin)
@@ -28,7 +29,7 @@ test: test-env
 test-real: test-env real-peers
 
 real-peers:
-	$(GO) test -race -count=1 -timeout 20m -v -run '$(REAL_RUN)' ./internal/realagent ./ssm/ssmtest
+	$(GO) test -race -count=1 -timeout 20m -v -run '$(REAL_RUN)' ./internal/realagent ./ssm/ssmtest ./aliyun
 	$(GO) test -count=1 -run '^$$' -bench RealAgentCalibration -benchtime 2x ./internal/realagent
 
 demo:

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 STATICCHECK_VERSION="${STATICCHECK_VERSION:-v0.8.2}" # honnef.co/go/tools; supports Go 1.26
-PKGS=(./... ./examples/...)
+PKGS=(./... ./aliyun/... ./examples/...)
 
 echo "lint: gofmt"
 out="$(gofmt -l .)"

@@ -18,6 +18,8 @@
 //	-pg-dsn 'postgres://postgres@127.0.0.1:5432/test?sslmode=disable'   also query PostgreSQL
 //	-sshd 127.0.0.1:22 -ssh-user me -ssh-key ~/.ssh/id_ed25519 -known-hosts ~/.ssh/known_hosts
 //	                                                a real sshd (known_hosts looked up under -target)
+//	-cloud aliyun                                   Alibaba Cloud Assistant Session Manager (package
+//	                                                aliyuntest) instead of AWS Session Manager
 package main
 
 import (
@@ -27,15 +29,19 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 
+	"github.com/jumpless/jumpless/aliyun"
+	"github.com/jumpless/jumpless/aliyun/aliyuntest"
 	"github.com/jumpless/jumpless/dialer"
 	"github.com/jumpless/jumpless/internal/sshserver"
 	"github.com/jumpless/jumpless/sshx"
@@ -60,6 +66,7 @@ type options struct {
 	mysqlDSN, pgDSN                  string
 	sshd, sshUser, sshKey, knownHost string
 	target                           string
+	cloud                            string
 	sessions                         int
 	realistic                        bool
 }
@@ -74,10 +81,14 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.sshKey, "ssh-key", "", "private key file for -sshd")
 	fs.StringVar(&o.knownHost, "known-hosts", "", "known_hosts file for -sshd, with an entry for -target")
 	fs.StringVar(&o.target, "target", "i-0123456789abcdef0", "instance id the emulator maps to the SSH server")
+	fs.StringVar(&o.cloud, "cloud", "aws", "session manager to emulate: aws or aliyun")
 	fs.IntVar(&o.sessions, "sessions", 1, "parallel SSM sessions")
 	fs.BoolVar(&o.realistic, "realistic", true, "pace the emulated agent like the real one (~0.7 MiB/s per session)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
+	}
+	if o.cloud != "aws" && o.cloud != "aliyun" {
+		return o, fmt.Errorf("-cloud %q: want aws or aliyun", o.cloud)
 	}
 	if o.sshd != "" && (o.sshKey == "" || o.knownHost == "") {
 		return o, errors.New("-sshd needs -ssh-key and -known-hosts")
@@ -141,31 +152,21 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintf(out, "ssh:       sshd at %s\n", sshAddr)
 	}
 
-	// 3. The SSM service and agent, emulated on loopback.
-	pacing := ssmtest.Unpaced
-	if o.realistic {
-		pacing = ssmtest.Realistic
+	// 3. The session manager and its agent, emulated on loopback; 4. the
+	// job opens the tunnel.
+	var tun *tunnel.Tunnel
+	var report func() (started, ended, open int64)
+	var closeEmu func() error
+	if o.cloud == "aliyun" {
+		tun, report, closeEmu, err = openAliyun(ctx, o, sshAddr, sshCfg, out)
+	} else {
+		tun, report, closeEmu, err = openAWS(ctx, o, sshAddr, sshCfg, out)
 	}
-	emu, err := ssmtest.NewServer(ssmtest.Config{Targets: map[string]string{o.target: sshAddr}, Pacing: pacing})
 	if err != nil {
 		return err
 	}
-	defer emu.Close()
-	fmt.Fprintf(out, "ssm:       emulator at %s, %s -> %s (%s)\n", emu.URL(), o.target, sshAddr, pacing)
-
-	// 4. The job: open the tunnel. Against AWS, SSM.AWS comes from
-	// config.LoadDefaultConfig(ctx) and nothing else changes.
-	start := time.Now()
-	tun, err := tunnel.Open(ctx, tunnel.Config{
-		SSM:      ssm.Config{AWS: emu.AWSConfig(), Target: o.target},
-		SSH:      sshCfg,
-		Sessions: o.sessions,
-	})
-	if err != nil {
-		return err
-	}
+	defer closeEmu()
 	defer tun.Close()
-	fmt.Fprintf(out, "tunnel:    open in %v, sessions %v\n", time.Since(start).Round(time.Millisecond), tun.Stats().SessionIDs)
 
 	if err := queryMySQL(ctx, tun, mysqlDSN, out); err != nil {
 		return err
@@ -182,13 +183,89 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err := tun.Close(); err != nil {
 		return err
 	}
-	es := emu.Stats()
-	fmt.Fprintf(out, "closed:    emulator reports %d sessions started, %d terminated, %d open\n",
-		es.SessionsStarted, es.SessionsTerminated, es.SessionsOpen)
-	if es.SessionsOpen != 0 {
-		return fmt.Errorf("%d SSM sessions still open after Close", es.SessionsOpen)
+	started, ended, open := report()
+	fmt.Fprintf(out, "closed:    emulator reports %d sessions started, %d terminated, %d open\n", started, ended, open)
+	if open != 0 {
+		return fmt.Errorf("%d sessions still open after Close", open)
 	}
 	return nil
+}
+
+// openAWS opens the tunnel through the AWS Session Manager emulator.
+func openAWS(ctx context.Context, o options, sshAddr string, sshCfg sshx.Config, out io.Writer) (*tunnel.Tunnel, func() (int64, int64, int64), func() error, error) {
+	pacing := ssmtest.Unpaced
+	if o.realistic {
+		pacing = ssmtest.Realistic
+	}
+	emu, err := ssmtest.NewServer(ssmtest.Config{Targets: map[string]string{o.target: sshAddr}, Pacing: pacing})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	fmt.Fprintf(out, "ssm:       emulator at %s, %s -> %s (%s)\n", emu.URL(), o.target, sshAddr, pacing)
+	// Against AWS, SSM.AWS comes from config.LoadDefaultConfig(ctx) and
+	// nothing else changes.
+	start := time.Now()
+	tun, err := tunnel.Open(ctx, tunnel.Config{
+		SSM:      ssm.Config{AWS: emu.AWSConfig(), Target: o.target},
+		SSH:      sshCfg,
+		Sessions: o.sessions,
+	})
+	if err != nil {
+		emu.Close()
+		return nil, nil, nil, err
+	}
+	fmt.Fprintf(out, "tunnel:    open in %v, sessions %v\n", time.Since(start).Round(time.Millisecond), tun.Stats().SessionIDs)
+	return tun, func() (int64, int64, int64) {
+		es := emu.Stats()
+		return es.SessionsStarted, es.SessionsTerminated, int64(es.SessionsOpen)
+	}, emu.Close, nil
+}
+
+// openAliyun opens the tunnel through the Alibaba Cloud Assistant
+// emulator: each tunnel session is one StartTerminalSession to port 22 of
+// the instance, SSH on top.
+func openAliyun(ctx context.Context, o options, sshAddr string, sshCfg sshx.Config, out io.Writer) (*tunnel.Tunnel, func() (int64, int64, int64), func() error, error) {
+	host, portStr, err := net.SplitHostPort(sshAddr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	port, _ := strconv.Atoi(portStr)
+	ecfg := aliyuntest.Config{Instances: map[string]string{o.target: host}}
+	if !o.realistic {
+		ecfg.FlowLimit, ecfg.DialDelay = aliyuntest.UnpacedRate, -1
+	}
+	emu, err := aliyuntest.NewServer(ecfg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	fmt.Fprintf(out, "aliyun:    Cloud Assistant emulator at %s, %s -> %s\n", emu.Endpoint(), o.target, sshAddr)
+	// Against Alibaba Cloud: Region and InstanceID, credentials from the
+	// environment (Credential nil), no Endpoint.
+	cfg := aliyun.Config{
+		Region: emu.Region(), InstanceID: o.target, PortNumber: port,
+		Endpoint: emu.Endpoint(), Credential: emu.Credential(),
+	}
+	if sshCfg.HostKeyAlias == "" {
+		sshCfg.HostKeyAlias = o.target
+	}
+	start := time.Now()
+	tun, err := tunnel.Open(ctx, tunnel.Config{
+		DialBastion: func(ctx context.Context) (net.Conn, error) { return aliyun.Dial(ctx, cfg) },
+		SSH:         sshCfg,
+		Sessions:    o.sessions,
+	})
+	if err != nil {
+		emu.Close()
+		return nil, nil, nil, err
+	}
+	fmt.Fprintf(out, "tunnel:    open in %v, sessions %v\n", time.Since(start).Round(time.Millisecond), emu.SessionIDs())
+	return tun, func() (int64, int64, int64) {
+		wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		emu.WaitNoSessions(wctx)
+		es := emu.Stats()
+		return es.SessionsStarted, es.SessionsEnded, int64(es.SessionsOpen)
+	}, emu.Close, nil
 }
 
 // queryMySQL is what a job does with the tunnel: one line to wire the

@@ -62,3 +62,34 @@ func TestQuickstartFlagsIgnored(t *testing.T) {
 		}
 	}
 }
+
+// TestQuickstartAliyunBroken runs the quickstart through the Alibaba Cloud
+// Assistant emulator (-cloud aliyun) against the real sshd, MariaDB and
+// PostgreSQL.
+func TestQuickstartAliyunBroken(t *testing.T) {
+	sshd := testenv.StartSSHD(t)
+	const target = "i-bp1quickstart00001"
+	args := []string{
+		"-cloud", "aliyun", "-realistic=false",
+		"-target", target,
+		"-sshd", sshd.Addr, "-ssh-user", sshd.User, "-ssh-key", sshd.ClientKeyPath,
+		"-known-hosts", sshd.WriteKnownHosts(false, target),
+		"-mysql-dsn", testenv.MySQLDSN(t),
+		"-pg-dsn", testenv.PostgresDSN(t),
+		"-sessions", "2",
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), args, &out); err != nil {
+		t.Fatalf("run: %v\n%s", err, out.String())
+	}
+	for _, want := range []string{
+		"aliyun:    Cloud Assistant emulator at",
+		"mysql:     connected through the tunnel, server version",
+		"generate_series counted 1000 rows",
+		"closed:    emulator reports 2 sessions started, 2 terminated, 0 open",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, out.String())
+		}
+	}
+}

@@ -322,6 +322,10 @@ func (s *SSHD) AuthorizeKey(pub ssh.PublicKey) {
 	}
 }
 
+// AuthorizedKeysPath is the server's authorized_keys file (for emulators
+// that install keys themselves, e.g. Alibaba's temporary keys).
+func (s *SSHD) AuthorizedKeysPath() string { return s.authPath }
+
 // WriteKnownHosts writes a new known_hosts file in the server's directory
 // mapping each alias (an instance id, "host", or "host:port") to the
 // server's host key, hashed (|1|salt|hash) when hashed is true, and returns
