@@ -324,10 +324,12 @@ func (tc *tunnelConn) readLoop() {
 		if n > 0 {
 			tc.c.bytesReceived.Add(int64(n))
 		}
-		if err == io.EOF {
+		if err != nil {
 			// x/crypto/ssh reports the end of the whole connection to
-			// every channel as io.EOF too; only the far end's EOF or close
-			// may read as io.EOF.
+			// every channel as io.EOF too (only the far end's EOF or close
+			// may read as io.EOF), or as the transport's raw error when
+			// the window adjustment after a read failed: either way the
+			// client's recorded reason is the answer.
 			if cerr := tc.c.recordedErr(); cerr != nil {
 				err = cerr
 			}
@@ -337,6 +339,11 @@ func (tc *tunnelConn) readLoop() {
 		if err != nil {
 			if tc.rerr == nil {
 				tc.rerr = err
+			}
+			if err != io.EOF && tc.werr == nil {
+				tc.werr = err // the connection is gone: writes fail too
+				tc.wcond.Broadcast()
+				tc.wpump.Broadcast()
 			}
 			tc.rcond.Broadcast()
 			break
@@ -371,6 +378,9 @@ func (tc *tunnelConn) writeLoop() {
 			tc.wbuf.rewind()
 			tc.wcond.Broadcast()
 			if err != nil && tc.werr == nil {
+				if cerr := tc.c.recordedErr(); cerr != nil {
+					err = cerr // the transport's failure, as the client recorded it
+				}
 				tc.werr = writeErr(err)
 			}
 			continue
