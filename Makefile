@@ -5,7 +5,7 @@ GO        ?= go
 PKGS      ?= ./... ./aliyun/... ./examples/...
 FUZZTIME  ?= 10s
 
-.PHONY: all test test-env test-real real-peers demo bench fuzz lint
+.PHONY: all test test-env test-real real-peers demo bench bench-report fuzz lint
 
 all: lint test
 
@@ -37,6 +37,11 @@ demo:
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+# The one-process comparison behind BENCHMARKS.md and README's chart (needs
+# sshd, MariaDB and PostgreSQL like the tests): rewrites docs/bench/.
+bench-report: test-env
+	JUMPLESS_BENCH_REPORT=1 $(GO) test -run '^$$' -bench '^BenchmarkReport$$' -benchtime 1x -timeout 30m -v ./internal/bench
 
 # Runs each fuzz target for $(FUZZTIME) (go test -fuzz takes one target per package).
 fuzz:

@@ -125,8 +125,8 @@ func MySQLCredentials(cfg *mysql.Config, creds Credentials) error {
 	}))
 }
 
-// OpenMySQLWithCredentials is OpenMySQL with the login of every new
-// connection from creds (see MySQLCredentials; the DSN's password is not
+// OpenMySQLWithCredentials is OpenMySQL (compression included) with the
+// login of every new connection from creds (see MySQLCredentials; the DSN's password is not
 // used). A connection refused with a cached login is retried once after
 // Invalidate (see Refreshable).
 func OpenMySQLWithCredentials(d ContextDialer, dsn string, creds Credentials) (*sql.DB, error) {
@@ -134,7 +134,11 @@ func OpenMySQLWithCredentials(d ContextDialer, dsn string, creds Credentials) (*
 	if err != nil {
 		return nil, err
 	}
-	MySQL(d, cfg)
+	var opts []Option
+	if dsnSetsCompress(dsn) {
+		opts = append(opts, WithoutCompression()) // the DSN's own value stands
+	}
+	MySQL(d, cfg, opts...)
 	if err := MySQLCredentials(cfg, creds); err != nil {
 		return nil, err
 	}

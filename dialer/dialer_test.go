@@ -149,16 +149,18 @@ func roundTrip(t *testing.T, db *sql.DB, ph func(int) string) {
 func mysqlPH(int) string      { return "?" }
 func postgresPH(i int) string { return fmt.Sprintf("$%d", i) }
 
-func TestMySQLRoundTripThroughSSMFails(t *testing.T) {
-	tun, _ := stack(t)
+func TestMySQLRoundTripThroughSSMFails(t *testing.T) { eachMode(t, testMySQLRoundTrip) }
+
+func testMySQLRoundTrip(t *testing.T, tun *tunnel.Tunnel) {
 	roundTrip(t, openMySQL(t, tun), mysqlPH)
 	if st := tun.Stats(); st.TotalConns == 0 || st.BytesReceived == 0 {
 		t.Fatalf("MySQL traffic did not go through the tunnel: %+v", st)
 	}
 }
 
-func TestPostgresRoundTripThroughSSMFails(t *testing.T) {
-	tun, _ := stack(t)
+func TestPostgresRoundTripThroughSSMFails(t *testing.T) { eachMode(t, testPostgresRoundTrip) }
+
+func testPostgresRoundTrip(t *testing.T, tun *tunnel.Tunnel) {
 	dsn := testenv.PostgresDSN(t)
 	t.Run("database/sql", func(t *testing.T) {
 		roundTrip(t, openPostgres(t, tun), postgresPH)
@@ -229,8 +231,9 @@ func TestPostgresHostResolvedLocally(t *testing.T) {
 	}
 }
 
-func TestPostgresCopy100kRowsCorrupted(t *testing.T) {
-	tun, _ := stack(t)
+func TestPostgresCopy100kRowsCorrupted(t *testing.T) { eachMode(t, testPostgresCopy100k) }
+
+func testPostgresCopy100k(t *testing.T, tun *tunnel.Tunnel) {
 	c := ctx(t, 120*time.Second)
 	conn, err := dialer.ConnectPgx(c, tun, testenv.PostgresDSN(t))
 	if err != nil {
@@ -273,8 +276,9 @@ func TestPostgresCopy100kRowsCorrupted(t *testing.T) {
 	}
 }
 
-func TestMySQLBulkInsert100kRowsCorrupted(t *testing.T) {
-	tun, _ := stack(t)
+func TestMySQLBulkInsert100kRowsCorrupted(t *testing.T) { eachMode(t, testMySQLBulkInsert100k) }
+
+func testMySQLBulkInsert100k(t *testing.T, tun *tunnel.Tunnel) {
 	db := openMySQL(t, tun)
 	c := ctx(t, 120*time.Second)
 	tbl := table("bulk")
@@ -324,8 +328,9 @@ func TestMySQLBulkInsert100kRowsCorrupted(t *testing.T) {
 	}
 }
 
-func Test64ConcurrentConnsOnOneTunnelInterfere(t *testing.T) {
-	tun, _ := stack(t)
+func Test64ConcurrentConnsOnOneTunnelInterfere(t *testing.T) { eachMode(t, test64ConcurrentConns) }
+
+func test64ConcurrentConns(t *testing.T, tun *tunnel.Tunnel) {
 	db := openMySQL(t, tun)
 	const n = 64
 	db.SetMaxOpenConns(n)
@@ -482,5 +487,55 @@ func TestTunnelClosedLeavesDriverHanging(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("Ping through a closed tunnel took %v", d)
+	}
+}
+
+// compression returns the server's view of the connection's compression
+// ("ON" or "OFF").
+func compression(t *testing.T, db *sql.DB) string {
+	t.Helper()
+	var name, value string
+	var err error
+	bounded(func(ctx context.Context) {
+		err = db.QueryRowContext(ctx, "SHOW SESSION STATUS LIKE 'Compression'").Scan(&name, &value)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return value
+}
+
+func TestMySQLThroughTunnelNotCompressed(t *testing.T) {
+	dsn := testenv.MySQLDSN(t)
+	tun, _ := stack(t)
+	db, err := dialer.OpenMySQL(tun, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if got := compression(t, db); got != "ON" {
+		t.Fatalf("Compression = %q through the tunnel, want ON by default", got)
+	}
+}
+
+func TestMySQLCompressionOptOutIgnored(t *testing.T) {
+	dsn := testenv.MySQLDSN(t)
+	tun, _ := stack(t)
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	for name, open := range map[string]func() (*sql.DB, error){
+		"WithoutCompression": func() (*sql.DB, error) { return dialer.OpenMySQL(tun, dsn, dialer.WithoutCompression()) },
+		"DSN compress=false": func() (*sql.DB, error) { return dialer.OpenMySQL(tun, dsn+sep+"compress=false") },
+	} {
+		db, err := open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := compression(t, db); got != "OFF" {
+			t.Errorf("%s: Compression = %q, want OFF", name, got)
+		}
+		db.Close()
 	}
 }

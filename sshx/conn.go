@@ -188,16 +188,17 @@ type tunnelConn struct {
 
 	// read side
 	rbuf  ring
-	rbp   *[]byte   // rbuf's pool entry
 	rerr  error     // why the read pump stopped: io.EOF (far end EOF or channel closed) or the read error
 	rdone bool      // the read pump has exited
 	rcond sync.Cond // user Read waits: data, rerr, deadline, Close
 	rpump sync.Cond // read pump waits: space, Close, abort
 	rdl   deadline
 
+	stage [readStage]byte // the read pump's buffer while rbuf is released
+	rring bool            // the read pump is reading into a segment of rbuf
+
 	// write side
 	wbuf    ring
-	wbp     *[]byte   // wbuf's pool entry
 	wbusy   bool      // a Write is copying; serialises concurrent Writes
 	werr    error     // sticky write error: send failure, channel gone, client closed
 	wshut   bool      // CloseWrite was called
@@ -284,10 +285,6 @@ func newTunnelConn(c *Client, ch ssh.Channel, reqs <-chan *ssh.Request, raddr ne
 	tc.wpump.L = &tc.mu
 	tc.rdl = deadline{tc: tc, cond: &tc.rcond}
 	tc.wdl = deadline{tc: tc, cond: &tc.wcond}
-	tc.rbp = ringPool.Get().(*[]byte)
-	tc.wbp = ringPool.Get().(*[]byte)
-	tc.rbuf.buf = *tc.rbp
-	tc.wbuf.buf = *tc.wbp
 	c.openConns.Add(1)
 	c.totalConns.Add(1)
 	tc.pumps.Add(2)
@@ -306,19 +303,39 @@ func newTunnelConn(c *Client, ch ssh.Channel, reqs <-chan *ssh.Request, raddr ne
 	return tc
 }
 
+// readStage is the size of the read pump's own buffer. The pump reads into
+// it, not into a segment of the 64 KiB ring, whenever its last read did not
+// fill its buffer (the channel had no more data, so this read will likely
+// wait) or nothing is buffered. So an idle connection waits with no ring:
+// the first bytes that arrive take one from the pool, and Read returns it
+// once drained. During a bulk transfer reads that fill the stage go on
+// into the ring: one small copy per SSH packet.
+const readStage = 1024
+
 // readLoop is the read pump: channel → rbuf.
 func (tc *tunnelConn) readLoop() {
 	defer tc.pumps.Done()
 	tc.mu.Lock()
+	more := false // the last read filled its buffer
 	for {
-		for tc.rbuf.full() && !tc.closed && !tc.dead {
+		for tc.rbuf.bp != nil && tc.rbuf.full() && !tc.closed && !tc.dead {
 			tc.rpump.Wait()
 		}
 		if tc.closed || tc.dead {
 			break
 		}
-		tc.rbuf.rewind()
-		seg := tc.rbuf.writable() // only this goroutine writes to it while mu is released
+		staged := tc.rbuf.n == 0 || !more
+		var seg []byte
+		if staged {
+			tc.rbuf.release()
+			seg = tc.stage[:]
+			if tc.rbuf.bp != nil { // still holds data: read no more than fits
+				seg = seg[:min(len(seg), len(tc.rbuf.buf)-tc.rbuf.n)]
+			}
+		} else {
+			seg = tc.rbuf.writable() // only this goroutine writes to it while mu is released
+			tc.rring = true
+		}
 		tc.mu.Unlock()
 		n, err := tc.ch.Read(seg)
 		if n > 0 {
@@ -334,8 +351,15 @@ func (tc *tunnelConn) readLoop() {
 				err = cerr
 			}
 		}
+		more = n == len(seg)
 		tc.mu.Lock()
-		tc.rbuf.n += n
+		tc.rring = false
+		if staged && n > 0 && !tc.closed {
+			tc.rbuf.take()
+			tc.rbuf.write(seg[:n]) // fits: the ring was empty or had len(seg) free
+		} else if !staged {
+			tc.rbuf.n += n
+		}
 		if err != nil {
 			if tc.rerr == nil {
 				tc.rerr = err
@@ -375,7 +399,7 @@ func (tc *tunnelConn) writeLoop() {
 			}
 			tc.mu.Lock()
 			tc.wbuf.consume(n)
-			tc.wbuf.rewind()
+			tc.wbuf.release() // sent everything: an idle conn holds no ring
 			tc.wcond.Broadcast()
 			if err != nil && tc.werr == nil {
 				if cerr := tc.c.recordedErr(); cerr != nil {
@@ -405,8 +429,7 @@ func (tc *tunnelConn) writeLoop() {
 			tc.eofErr = net.ErrClosed
 		}
 	}
-	ringPool.Put(tc.wbp)
-	tc.wbuf, tc.wbp = ring{}, nil
+	tc.wbuf.drop()
 	if tc.linger != nil {
 		tc.linger.Stop()
 	}
@@ -463,10 +486,7 @@ func (tc *tunnelConn) abort(err error) {
 // releaseRead returns rbuf to the pool once both the user (Close) and the
 // read pump are done with it (mu held).
 func (tc *tunnelConn) releaseRead() {
-	if tc.rbp != nil {
-		ringPool.Put(tc.rbp)
-		tc.rbuf, tc.rbp = ring{}, nil
-	}
+	tc.rbuf.drop()
 }
 
 func (tc *tunnelConn) opErr(op string, err error) error {
@@ -492,6 +512,9 @@ func (tc *tunnelConn) Read(p []byte) (int, error) {
 		}
 		if tc.rbuf.n > 0 {
 			n := tc.rbuf.read(p)
+			if !tc.rring {
+				tc.rbuf.release() // drained: an idle conn holds no ring
+			}
 			tc.rpump.Signal()
 			tc.mu.Unlock()
 			return n, nil
@@ -542,6 +565,7 @@ func (tc *tunnelConn) Write(p []byte) (int, error) {
 		if n == len(p) {
 			break
 		}
+		tc.wbuf.take()
 		if !tc.wbuf.full() {
 			n += tc.wbuf.write(p[n:])
 			tc.wpump.Signal()

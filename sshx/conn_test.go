@@ -324,3 +324,50 @@ func TestPassphraseIgnoredForUnencryptedKey(t *testing.T) {
 		c.Close()
 	}
 }
+
+// ringsHeld reports whether tc holds a pooled read or write ring.
+func ringsHeld(tc *tunnelConn) (read, write bool) {
+	tc.mu.Lock()
+	defer tc.mu.Unlock()
+	return tc.rbuf.bp != nil, tc.wbuf.bp != nil
+}
+
+// TestIdleConnHoldsRingBuffers guards lean idle connections: a connection
+// that has moved data (a 1 MiB echo, so both rings were used) and is now
+// idle holds no 64 KiB ring in either direction, and still works after.
+func TestIdleConnHoldsRingBuffers(t *testing.T) {
+	s := testenv.StartSSHD(t)
+	conn := tunnelTo(t, s, testenv.EchoServer(t))
+	tc := conn.(*tunnelConn)
+	if r, w := ringsHeld(tc); r || w {
+		t.Fatalf("fresh conn holds rings: read %v, write %v", r, w)
+	}
+	for round := range 2 {
+		msg := make([]byte, 1<<20)
+		rand.Read(msg)
+		errc := make(chan error, 1)
+		go func() { _, err := conn.Write(msg); errc <- err }()
+		got := make([]byte, len(msg))
+		conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.ReadFull(conn, got); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, msg) {
+			t.Fatalf("round %d: echo differs", round)
+		}
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			r, w := ringsHeld(tc)
+			if !r && !w {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("round %d: idle conn still holds rings 10s after the echo: read %v, write %v", round, r, w)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}

@@ -10,14 +10,40 @@ const ringSize = 64 << 10
 // ringPool recycles ring buffers across connections.
 var ringPool = sync.Pool{New: func() any { b := make([]byte, ringSize); return &b }}
 
-// ring is a fixed-size circular byte buffer. It is not safe for concurrent
-// use: the owner's mutex guards it, and a producer or consumer may work on
-// a segment returned by writable/readable outside the mutex as long as the
-// other side only touches the disjoint part.
+// ring is a fixed-size circular byte buffer whose memory comes from
+// ringPool only while it holds data: an idle connection holds none. It is
+// not safe for concurrent use: the owner's mutex guards it, and a producer
+// or consumer may work on a segment returned by writable/readable outside
+// the mutex as long as the other side only touches the disjoint part.
 type ring struct {
-	buf []byte
-	r   int // index of the first buffered byte
-	n   int // number of buffered bytes
+	buf []byte  // nil while released
+	bp  *[]byte // buf's pool entry
+	r   int     // index of the first buffered byte
+	n   int     // number of buffered bytes
+}
+
+// take gives the ring a pooled buffer if it has none.
+func (b *ring) take() {
+	if b.bp == nil {
+		b.bp = ringPool.Get().(*[]byte)
+		b.buf, b.r, b.n = *b.bp, 0, 0
+	}
+}
+
+// release returns the buffer to the pool if the ring is empty. Only call it
+// when no segment is in use outside the mutex.
+func (b *ring) release() {
+	if b.n == 0 {
+		b.drop()
+	}
+}
+
+// drop returns the buffer to the pool, discarding what it holds.
+func (b *ring) drop() {
+	if b.bp != nil {
+		ringPool.Put(b.bp)
+	}
+	*b = ring{}
 }
 
 // full reports whether there is no free space.
@@ -74,13 +100,4 @@ func (b *ring) write(p []byte) int {
 		n += k
 	}
 	return n
-}
-
-// rewind moves an empty buffer's start to 0, maximising the next
-// contiguous segment. Only call it when no segment is in use outside the
-// mutex.
-func (b *ring) rewind() {
-	if b.n == 0 {
-		b.r = 0
-	}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/jumpless/jumpless/ssm/internal/wire"
 )
 
 // DefaultClientVersion is the ClientVersion this package advertises in
@@ -186,8 +188,45 @@ type Config struct {
 	// 10s.
 	MinRTO, MaxRTO time.Duration
 
+	// OnFlag, if set, is called for every flag message the agent sends
+	// (reference §4.6), in stream order, e.g. [FlagConnectToPortError] when
+	// the agent of a mux port session could not connect a stream to its
+	// target (§8.4). It runs on the session's reader with the session's
+	// lock held: it must return at once and must not call the Session.
+	// Nil: flags are only logged.
+	OnFlag func(Flag)
+
+	// DisconnectOnClose makes Close send the DisconnectToPort flag (after
+	// written data is acknowledged, before TerminateSession), as AWS's
+	// plugin does when a connection of a basic port session ends (§8.3).
+	// False: only TerminateSession.
+	DisconnectOnClose bool
+
 	// Logger receives debug and warning logs. Nil: no logging.
 	Logger *slog.Logger
+}
+
+// Flag is the value of a flag message (reference §4.6).
+type Flag uint32
+
+// Flags the agent and the client exchange.
+const (
+	FlagDisconnectToPort   = Flag(wire.DisconnectToPort)   // client → agent: close the target connection (basic mode)
+	FlagTerminateSession   = Flag(wire.TerminateSession)   // client → agent: end the session
+	FlagConnectToPortError = Flag(wire.ConnectToPortError) // agent → client: a mux stream could not reach the target
+)
+
+// String names the flag as AWS's sources do.
+func (f Flag) String() string {
+	switch f {
+	case FlagDisconnectToPort:
+		return "DisconnectToPort"
+	case FlagTerminateSession:
+		return "TerminateSession"
+	case FlagConnectToPortError:
+		return "ConnectToPortError"
+	}
+	return fmt.Sprintf("Flag(%d)", uint32(f))
 }
 
 // withDefaults returns a copy of c with zero values replaced by defaults.

@@ -120,10 +120,14 @@ type Session struct {
 	st          Stats
 	lastBackoff time.Time
 
-	// owned by the writer goroutine
+	// owned by whoever holds wtok (the writer goroutine, or the reader
+	// sending acknowledgements inline)
+	wtok       sync.Mutex
 	rng        *rand.ChaCha8
 	ackPayload []byte
 	ackFrame   []byte
+
+	ackInline bool // reader goroutine only: it sends the acks of this frame itself
 }
 
 // maxAckQueue bounds acknowledgements waiting for the writer; beyond it new
@@ -177,14 +181,18 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 		c.Logger.Debug("ssm: target resolved", "target", c.Target, "instance", inst.ID)
 		c.Target = inst.ID
 	}
+	pre := startPredial(ctx, &c) // the data channel's TCP and TLS, during StartSession
 	out, err := startSessionOwned(ctx, api, &c)
 	if err != nil {
+		pre.discard()
 		release()
 		return nil, err
 	}
 	s := newSession(c, api, release, aws.ToString(out.SessionId), aws.ToString(out.StreamUrl))
 	s.log.Debug("ssm: session started", "session", s.id, "target", c.Target)
-	if err := s.open(ctx, aws.ToString(out.TokenValue)); err != nil {
+	err = s.open(ctx, aws.ToString(out.TokenValue), pre)
+	pre.discard() // closes it unless the data channel took it
+	if err != nil {
 		s.abort(err)
 		return nil, err
 	}
@@ -222,8 +230,8 @@ func newSession(c Config, api API, release func(), id, streamURL string) *Sessio
 }
 
 // open dials the data channel and waits for the handshake.
-func (s *Session) open(ctx context.Context, token string) error {
-	ws, err := s.dialWS(ctx, token)
+func (s *Session) open(ctx context.Context, token string, pre *predial) error {
+	c, err := s.dialWS(ctx, token, pre)
 	if err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("ssm: dial session %s: %w", s.id, ctx.Err())
@@ -231,7 +239,7 @@ func (s *Session) open(ctx context.Context, token string) error {
 		return &DataChannelError{SessionID: s.id, Err: err}
 	}
 	s.wg.Add(2)
-	go s.supervise(ws)
+	go s.supervise(c)
 	go s.retransmitLoop()
 
 	t := time.NewTimer(s.cfg.HandshakeTimeout)
@@ -248,8 +256,14 @@ func (s *Session) open(ctx context.Context, token string) error {
 		return err
 	case <-s.done:
 		s.mu.Lock()
-		err := s.err
+		err, hsErr := s.err, s.hsErr
 		s.mu.Unlock()
+		if hsErr != nil {
+			// Our handshake failure ended the session (the agent closed the
+			// channel on our response) before this select saw hsFail: that
+			// failure is the reason.
+			return hsErr
+		}
 		return &HandshakeError{SessionID: s.id, Reason: "the session ended before the handshake completed", Err: err}
 	case <-ctx.Done():
 		return fmt.Errorf("ssm: dial session %s: %w", s.id, ctx.Err())
@@ -506,6 +520,9 @@ func (s *Session) close() error {
 		s.drain(ctx, min(s.cfg.CloseTimeout/2, 2*time.Second), true)
 		s.mu.Lock()
 		if s.err == nil {
+			if s.cfg.DisconnectOnClose {
+				s.ctrlQ.push(ctrlItem{ptype: wire.PayloadFlag, payload: wire.FlagPayload(wire.DisconnectToPort)})
+			}
 			s.ctrlQ.push(ctrlItem{ptype: wire.PayloadFlag, payload: wire.FlagPayload(wire.TerminateSession)})
 		}
 		s.mu.Unlock()
@@ -552,7 +569,7 @@ func (s *Session) drain(ctx context.Context, d time.Duration, data bool) {
 	}
 }
 
-// newID returns a random (version 4) message id. Writer goroutine only.
+// newID returns a random (version 4) message id. Holder of wtok only.
 func (s *Session) newID() uuid.UUID {
 	var u uuid.UUID
 	binary.LittleEndian.PutUint64(u[:8], s.rng.Uint64())
@@ -566,8 +583,12 @@ var _ net.Conn = (*Session)(nil)
 
 // wsConn is one data-channel WebSocket and the goroutines using it.
 type wsConn struct {
-	ws       *websocket.Conn
-	dead     chan struct{}
+	ws   *websocket.Conn
+	bc   *batchConn // the socket under ws (and its TLS)
+	dead chan struct{}
+
+	lastDeadline time.Time // last write-deadline extension (holder of Session.wtok)
+
 	draining atomic.Bool // a write failed: the reader only drains what is left
 	once     sync.Once
 	byeOnce  sync.Once
@@ -575,7 +596,9 @@ type wsConn struct {
 	err      error
 }
 
-func newWSConn(ws *websocket.Conn) *wsConn { return &wsConn{ws: ws, dead: make(chan struct{})} }
+func newWSConn(ws *websocket.Conn, bc *batchConn) *wsConn {
+	return &wsConn{ws: ws, bc: bc, dead: make(chan struct{})}
+}
 
 // goodbye sends a close frame (1000, normal closure), once, bounded by a
 // short deadline: the session is over, the socket is about to close.

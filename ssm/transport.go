@@ -8,7 +8,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,15 +33,40 @@ const fastRetransmitGap = 3
 
 // dialWS dials the session's original StreamUrl and sends OpenDataChannel
 // with token (reference §3).
-func (s *Session) dialWS(ctx context.Context, token string) (*websocket.Conn, error) {
+func (s *Session) dialWS(ctx context.Context, token string, pre *predial) (*wsConn, error) {
+	var bc *batchConn
 	d := websocket.Dialer{
 		Proxy:            http.ProxyFromEnvironment,
 		HandshakeTimeout: 45 * time.Second,
 		ReadBufferSize:   64 << 10,
 		WriteBufferSize:  16 << 10,
+		// The writer batches frames in the socket's own buffer (batchConn);
+		// gorilla/websocket adds TLS (wss) on top of it.
+		NetDialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var nd net.Dialer
+			c, err := nd.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			bc = newBatchConn(c)
+			return bc, nil
+		},
 	}
 	if s.cfg.RootCAs != nil {
 		d.TLSClientConfig = &tls.Config{RootCAs: s.cfg.RootCAs, MinVersion: tls.VersionTLS12}
+	}
+	if conn, pbc, ok := pre.take(ctx, s.streamURL); ok {
+		// Opened during StartSession (predial); TLS, if any, is done.
+		dial := func(context.Context, string, string) (net.Conn, error) {
+			bc = pbc
+			return conn, nil
+		}
+		d.Proxy = nil
+		if strings.HasPrefix(s.streamURL, "wss:") {
+			d.NetDialTLSContext = dial
+		} else {
+			d.NetDialContext = dial
+		}
 	}
 	ws, resp, err := d.DialContext(ctx, s.streamURL, nil)
 	if resp != nil && resp.Body != nil {
@@ -70,20 +97,23 @@ func (s *Session) dialWS(ctx context.Context, token string) (*websocket.Conn, er
 		}
 		return nil, fmt.Errorf("sending OpenDataChannel: %w", err)
 	}
-	return ws, nil
+	if bc == nil { // cannot happen: gorilla dials through NetDialContext
+		_ = ws.Close()
+		return nil, errors.New("ssm: websocket dialed without the batching conn")
+	}
+	return newWSConn(ws, bc), nil
 }
 
 // supervise runs the data channel for the session's lifetime: it runs one
 // WebSocket until it breaks, then resumes the session on a new one.
-func (s *Session) supervise(ws *websocket.Conn) {
+func (s *Session) supervise(c *wsConn) {
 	defer s.wg.Done()
 	first := true
 	for {
-		c := newWSConn(ws)
 		s.mu.Lock()
 		if s.err != nil {
 			s.mu.Unlock()
-			_ = ws.Close()
+			_ = c.ws.Close()
 			return
 		}
 		s.conn = c
@@ -107,7 +137,7 @@ func (s *Session) supervise(ws *websocket.Conn) {
 			return
 		}
 		s.log.Warn("ssm: data channel lost, resuming", "err", err)
-		ws, err = s.reconnect()
+		c, err = s.reconnect()
 		if err != nil {
 			s.fail(err)
 			return
@@ -118,7 +148,7 @@ func (s *Session) supervise(ws *websocket.Conn) {
 
 // reconnect obtains a fresh token with ResumeSession and redials the
 // original StreamUrl, retrying with back-off for up to ResumeTimeout.
-func (s *Session) reconnect() (*websocket.Conn, error) {
+func (s *Session) reconnect() (*wsConn, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.ResumeTimeout)
 	defer cancel()
 	delay := 100 * time.Millisecond
@@ -129,9 +159,9 @@ func (s *Session) reconnect() (*websocket.Conn, error) {
 			return nil, err
 		}
 		if err == nil {
-			ws, derr := s.dialWS(ctx, tok)
+			c, derr := s.dialWS(ctx, tok, nil)
 			if derr == nil {
-				return ws, nil
+				return c, nil
 			}
 			err = &DataChannelError{SessionID: s.id, Err: derr}
 		}
@@ -256,10 +286,15 @@ func (s *Session) readLoop(c *wsConn) error {
 	buf := make([]byte, 0, 4096)
 	var m wire.Message
 	for {
+		t0 := time.Now()
 		typ, r, err := ws.NextReader()
 		if err != nil {
 			return err
 		}
+		// A frame that did not arrive in a burst (the reader waited for it,
+		// as with every message of a paced agent) is acknowledged by this
+		// goroutine right away instead of waking the writer for it.
+		s.ackInline = time.Since(t0) >= inlineAckWait
 		if buf, err = readAll(r, buf[:0]); err != nil {
 			return err
 		}
@@ -273,10 +308,48 @@ func (s *Session) readLoop(c *wsConn) error {
 		if err != nil {
 			return err
 		}
+		if s.ackInline {
+			s.ackInline = false
+			if err := s.sendAcksInline(c); err != nil {
+				return err
+			}
+		}
 		if waited {
 			extend()
 		}
 	}
+}
+
+// inlineAckWait: a frame the reader waited at least this long for is
+// acknowledged by the reader itself (see readLoop). Frames of a burst
+// arrive within microseconds of each other; their acknowledgements are left
+// to the writer, which sends all that are ready in one write.
+const inlineAckWait = 100 * time.Microsecond
+
+// sendAcksInline writes the queued acknowledgements from the reader
+// goroutine when the writer is idle, saving its wake-up; otherwise the
+// writer is woken to send them in its batch.
+//
+// The reader must never block on a socket the peer is not reading while the
+// peer waits for us to read (the agent's writer holds the lock its reader
+// needs): so it writes only while none of our data is in flight or queued.
+// Then all that can stand in the peer's receive buffer are acknowledgements
+// of its own messages, which its reader drains, so the write cannot wait for
+// long; with data in flight the writer sends, and the reader keeps reading.
+func (s *Session) sendAcksInline(c *wsConn) error {
+	s.mu.Lock()
+	n := s.ackQ.len()
+	quiet := s.win.n == 0 && len(s.pending) == s.poff && s.resendQ.len() == 0 && s.ctrlQ.len() == 0
+	s.mu.Unlock()
+	if n == 0 {
+		return nil
+	}
+	if !quiet || !s.wtok.TryLock() {
+		kick(s.wkick)
+		return nil
+	}
+	defer s.wtok.Unlock()
+	return s.writeBatch(c, true)
 }
 
 func readAll(r io.Reader, buf []byte) ([]byte, error) {
@@ -461,6 +534,9 @@ func (s *Session) waitRoomLocked(c *wsConn, pt wire.PayloadType, n int) (waited 
 }
 
 func (s *Session) waitSpaceLocked(c *wsConn) error {
+	if s.ackQ.len() > 0 {
+		kick(s.wkick) // acknowledgements queued inline must not wait for the space
+	}
 	s.mu.Unlock()
 	defer s.mu.Lock()
 	select {
@@ -475,7 +551,9 @@ func (s *Session) waitSpaceLocked(c *wsConn) error {
 
 func (s *Session) queueAckLocked(seq int64, id [16]byte) {
 	s.ackQ.push(ackItem{seq: seq, id: id})
-	kick(s.wkick)
+	if !s.ackInline { // else the reader sends it after the frame (sendAcksInline)
+		kick(s.wkick)
+	}
 }
 
 // deliverLocked hands an in-order payload to its consumer.
@@ -506,6 +584,9 @@ func (s *Session) deliverLocked(pt wire.PayloadType, p []byte) {
 	case wire.PayloadFlag:
 		f, err := wire.ParseFlag(p)
 		s.log.Debug("ssm: flag from agent", "flag", f, "err", err)
+		if err == nil && s.cfg.OnFlag != nil {
+			s.cfg.OnFlag(Flag(f))
+		}
 	default:
 		s.log.Debug("ssm: ignored payload", "type", pt, "len", len(p))
 	}
@@ -531,13 +612,21 @@ type job struct {
 	n     int     // payload length of a fresh data message
 }
 
+// nextAckLocked picks the next acknowledgement, if any.
+func (s *Session) nextAckLocked() (job, bool) {
+	if s.ackQ.len() == 0 {
+		return job{}, false
+	}
+	it := s.ackQ.pop()
+	s.st.AcksSent++
+	return job{ack: true, ackIt: it}, true
+}
+
 // nextJobLocked picks the next frame: acknowledgements first, then resends,
 // then control messages, then new data.
 func (s *Session) nextJobLocked(now time.Time) (job, bool) {
-	if s.ackQ.len() > 0 {
-		it := s.ackQ.pop()
-		s.st.AcksSent++
-		return job{ack: true, ackIt: it}, true
+	if j, ok := s.nextAckLocked(); ok {
+		return j, true
 	}
 	if s.paused || s.err != nil {
 		return job{}, false
@@ -607,21 +696,58 @@ func (s *Session) encodeLocked(dst []byte, pt wire.PayloadType, seq int64, paylo
 	return out
 }
 
-// writeLoop is the only goroutine writing data frames to c.
+// writeLoop writes data-channel frames to c: it wakes when there is work
+// and writes everything ready in one batch (writeBatch). The reader writes
+// some acknowledgements itself (sendAcksInline); the write token (wtok)
+// keeps one writer of data frames at a time.
 func (s *Session) writeLoop(c *wsConn) error {
-	var lastDeadline time.Time
+	for {
+		s.wtok.Lock()
+		err := s.writeBatch(c, false)
+		s.wtok.Unlock()
+		if err != nil {
+			return err
+		}
+		select {
+		case <-s.wkick:
+		case <-c.dead:
+			return nil
+		}
+	}
+}
+
+// writeBatch writes every frame that is ready (acksOnly: every queued
+// acknowledgement) and returns when none is left. Frames that are ready
+// together leave together: it holds c's batchConn while it has frames and
+// releases it (one write(2)) when the queue is drained. Acknowledgements
+// lead every batch (nextJobLocked), so they never wait behind data queued
+// after them. The caller holds s.wtok.
+func (s *Session) writeBatch(c *wsConn, acksOnly bool) error {
+	batching := false
 	for {
 		now := time.Now()
 		s.mu.Lock()
-		j, ok := s.nextJobLocked(now)
+		var j job
+		var ok bool
+		if acksOnly {
+			j, ok = s.nextAckLocked()
+		} else {
+			j, ok = s.nextJobLocked(now)
+		}
 		s.mu.Unlock()
 		if !ok {
-			select {
-			case <-s.wkick:
-			case <-c.dead:
+			if !batching {
 				return nil
 			}
-			continue
+			batching = false
+			if err := c.bc.release(); err != nil {
+				return err
+			}
+			continue // jobs may have arrived during the write
+		}
+		if !batching {
+			batching = true
+			c.bc.hold()
 		}
 		var frame []byte
 		switch {
@@ -634,8 +760,8 @@ func (s *Session) writeLoop(c *wsConn) error {
 		default:
 			frame = j.msg.frame
 		}
-		if now.Sub(lastDeadline) > time.Second {
-			lastDeadline = now
+		if now.Sub(c.lastDeadline) > time.Second {
+			c.lastDeadline = now
 			_ = c.ws.SetWriteDeadline(now.Add(s.cfg.PingTimeout + time.Second))
 		}
 		if err := c.ws.WriteMessage(websocket.BinaryMessage, frame); err != nil {

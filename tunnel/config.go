@@ -39,7 +39,14 @@ func (c Config) prepare() (Config, error) {
 	} else {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
-	if c.DialBastion == nil {
+	switch c.Mode {
+	case ModeSSH:
+	case ModeDirect:
+		return c.prepareDirect()
+	default:
+		return c, &ConfigError{Field: "Mode", Problem: fmt.Sprintf("unknown mode %d: want ModeSSH or ModeDirect", int(c.Mode))}
+	}
+	if c.DialBastion == nil && c.Transport == nil {
 		if err := c.SSM.Validate(); err != nil {
 			return c, ssmConfigError(err)
 		}

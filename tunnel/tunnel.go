@@ -2,7 +2,10 @@
 // starts one or more SSM sessions (AWS-StartSSHSession) to a managed
 // instance, runs an SSH client over each, and lets database drivers open
 // connections to hosts reachable from the instance as SSH direct-tcpip
-// channels.
+// channels. In [ModeDirect] it needs no SSH: the instance's agent forwards
+// each connection itself through port sessions (see [Mode]). How bytes
+// reach the instance is a [link.Transport] (AWS Session Manager unless
+// Config.Transport says otherwise).
 //
 // A typical ETL job opens one tunnel, hands [Tunnel.DialContext] to its
 // drivers (see package dialer), moves its data and closes the tunnel:
@@ -33,6 +36,7 @@ import (
 	"time"
 
 	"github.com/jumpless/jumpless/instanceconnect"
+	"github.com/jumpless/jumpless/link"
 	"github.com/jumpless/jumpless/sshx"
 	"github.com/jumpless/jumpless/ssm"
 )
@@ -80,8 +84,25 @@ type Config struct {
 
 	// DialBastion, if set, replaces ssm.Dial: it returns the byte stream to
 	// the SSH server (for tests and other transports). It is called once
-	// per session. Nil: ssm.Dial(ctx, SSM).
+	// per session. Nil: ssm.Dial(ctx, SSM), or Transport when set. Only in
+	// ModeSSH.
 	DialBastion func(ctx context.Context) (net.Conn, error)
+
+	// Mode selects how connections reach their destination: ModeSSH (the
+	// zero value) runs SSH over each session and opens direct-tcpip
+	// channels; ModeDirect needs no SSH: the agent forwards each
+	// connection itself (port sessions). See Mode.
+	Mode Mode
+
+	// Transport is how bytes reach the instance (see package link). Nil:
+	// AWS Session Manager with SSM (package ssm/ssmlink). In ModeSSH the
+	// SSH sessions are Transport.Dial(ctx, "localhost:<SSM.PortNumber or
+	// 22>"); in ModeDirect, port sessions (link.PortTransport) when the
+	// transport has them, else one Dial per connection.
+	Transport link.Transport
+
+	// Direct configures ModeDirect. Ignored in ModeSSH.
+	Direct DirectConfig
 
 	// CloseTimeout bounds Close (closing channels, SSH clients and the SSM
 	// sessions, which terminates them at the service). Zero:
@@ -128,6 +149,7 @@ type Tunnel struct {
 	err      error         // cause, set before done is closed
 	closeErr error
 	wg       sync.WaitGroup // session watchers
+	direct   *direct        // ModeDirect's multiplexer; nil in ModeSSH
 }
 
 // session is one bastion connection with its SSH client.
@@ -167,6 +189,9 @@ func Open(ctx context.Context, cfg Config) (*Tunnel, error) {
 		done:    make(chan struct{}),
 	}
 	t.stopping, t.stop = context.WithCancelCause(context.Background())
+	if cfg.Mode == ModeDirect {
+		return t.openDirect(ctx)
+	}
 	if cfg.InstanceConnect != nil {
 		if t.icKey, err = cfg.instanceConnectKey(); err != nil {
 			return nil, err
@@ -230,6 +255,15 @@ func (t *Tunnel) openSession(ctx context.Context, i int) (*session, error) {
 		c, err = t.cfg.DialBastion(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("tunnel: dial bastion: %w", err)
+		}
+	} else if t.cfg.Transport != nil {
+		port := t.cfg.SSM.PortNumber
+		if port == 0 {
+			port = ssm.DefaultPortNumber
+		}
+		c, err = t.cfg.Transport.Dial(ctx, net.JoinHostPort("localhost", fmt.Sprint(port)))
+		if err != nil {
+			return nil, fmt.Errorf("tunnel: start session for SSH: %w", err)
 		}
 	} else {
 		sess, err := ssm.Dial(ctx, t.cfg.SSM)
@@ -367,6 +401,9 @@ func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Con
 	if err := checkDialAddr(network, addr); err != nil {
 		return nil, err
 	}
+	if t.direct != nil {
+		return t.direct.dial(ctx, network, addr)
+	}
 	t.mu.Lock()
 	if t.closed {
 		cause := t.cause
@@ -475,6 +512,13 @@ func (t *Tunnel) pick() *session {
 
 // Stats returns a snapshot of the tunnel's activity.
 func (t *Tunnel) Stats() Stats {
+	if t.direct != nil {
+		cs, ids, conns := t.direct.stats()
+		return Stats{
+			BytesSent: cs.bytesSent, BytesReceived: cs.bytesReceived, OpenConns: int(cs.openConns),
+			TotalConns: cs.totalConns, SessionIDs: ids, SessionConns: conns, Uptime: time.Since(t.started),
+		}
+	}
 	st := Stats{SessionIDs: t.sessionIDs(), Uptime: time.Since(t.started)}
 	for _, s := range t.sessions {
 		cs := s.client.Stats()
@@ -545,10 +589,13 @@ func (t *Tunnel) shutdown(cause error) {
 
 		finished := make(chan error, 1)
 		go func() {
-			errs := make([]error, len(t.sessions))
+			errs := make([]error, len(t.sessions)+1)
 			var wg sync.WaitGroup
 			for i, s := range t.sessions {
 				wg.Go(func() { errs[i] = s.close() })
+			}
+			if t.direct != nil {
+				wg.Go(func() { errs[len(t.sessions)] = t.direct.close(cause) })
 			}
 			wg.Wait()
 			finished <- errors.Join(errs...)
@@ -571,4 +618,14 @@ func (t *Tunnel) shutdown(cause error) {
 		t.log.Info("tunnel closed", "sessions", st.SessionIDs, "conns", st.TotalConns,
 			"sent", st.BytesSent, "received", st.BytesReceived, "cause", cause)
 	})
+}
+
+// closedErr is the error for operations after shutdown: its cause (an
+// error matching ErrTunnelDown, or ErrClosed after Close). t.mu must not be
+// held.
+func (t *Tunnel) closedErr() error {
+	if cause := t.shutdownCause(); cause != nil {
+		return cause
+	}
+	return ErrClosed
 }

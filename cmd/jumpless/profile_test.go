@@ -174,9 +174,10 @@ func TestProfilePrecedence(t *testing.T) {
 		want string
 	}{
 		{nil, []string{"forward", "bad"}, `target: --target "db-bastion" is not an instance id`},
-		{nil, []string{"forward", "bad", "--target", "i-0123456789abcdef0"}, "no SSH credentials"},
-		{nil, []string{"forward", "--target", "i-0123456789abcdef0", "--tunnel", "bad"}, "no SSH credentials"},
-		{[]string{"JUMPLESS_TARGET=db-bastion"}, []string{"forward", "good"}, "no SSH credentials"},
+		// A good target: validation moves on (no SSH flag: direct mode, which wants -L).
+		{nil, []string{"forward", "bad", "--target", "i-0123456789abcdef0"}, "at least one -L"},
+		{nil, []string{"forward", "--target", "i-0123456789abcdef0", "--tunnel", "bad"}, "at least one -L"},
+		{[]string{"JUMPLESS_TARGET=db-bastion"}, []string{"forward", "good"}, "at least one -L"},
 		{nil, []string{"forward", "--tunnel", "bad"}, `[tunnel.bad] target`},
 		{[]string{"JUMPLESS_TUNNEL=bad"}, []string{"forward"}, `[tunnel.bad] target`},
 		{nil, []string{"forward", "good", "--tunnel", "bad"}, `two tunnels named: "good" and --tunnel "bad"`},

@@ -50,8 +50,12 @@ func TestBadInvocationsExitWithMessageAndCode(t *testing.T) {
 			`jumpless: forward: --target is required (an EC2 instance id like i-0123456789abcdef0)`, false},
 		{"forward with a name as target", nil, []string{"forward", "--target", "db-bastion"}, 2,
 			`jumpless: forward: --target "db-bastion" is not an instance id (want i- or mi- and 8 or 17 hex digits, like i-0123456789abcdef0) or a tag selector (tag:Name=etl-bastion)`, false},
-		{"forward without ssh credentials", nil, []string{"forward", "--target", id}, 2,
+		{"forward in ssh mode without ssh credentials", nil, []string{"forward", "--target", id, "--mode", "ssh"}, 2,
 			`jumpless: forward: no SSH credentials: pass --ssh-key FILE (e.g. ~/.ssh/id_ed25519), --instance-connect, or --ssh-agent with $SSH_AUTH_SOCK set`, false},
+		{"forward in direct mode with an ssh flag", nil, []string{"forward", "--target", id, "--mode", "direct", "--ssh-key", key}, 2,
+			`jumpless: forward: --mode direct uses no SSH, but --ssh-key given: drop it, or use --mode ssh`, false},
+		{"forward with an unknown mode", nil, []string{"forward", "--target", id, "--mode", "tls"}, 2,
+			`jumpless: forward: --mode "tls": want ssh, direct or auto`, false},
 		{"forward without host key verification", nil, []string{"forward", "--target", id, "--ssh-key", key}, 2,
 			`jumpless: forward: no way to verify the SSH host key: pass --known-hosts FILE or --host-key SHA256:... (run 'jumpless check' to see the instance's fingerprint)`, false},
 		{"forward without -L", nil, append([]string{"forward"}, ok...), 2,
@@ -189,7 +193,8 @@ func TestEnvironmentSetsFlags(t *testing.T) {
 		t.Errorf("JUMPLESS_TARGET not used: code %d, stderr %s", r.code, r.stderr)
 	}
 	r = runJumpless(t, env, "forward", "--target", "i-0123456789abcdef0")
-	if r.code != 2 || !strings.Contains(r.stderr, "no SSH credentials") {
+	// No SSH flag: direct mode, which needs only the target and -L.
+	if r.code != 2 || !strings.Contains(r.stderr, "at least one -L") {
 		t.Errorf("--target did not override JUMPLESS_TARGET: code %d, stderr %s", r.code, r.stderr)
 	}
 }

@@ -24,8 +24,13 @@ func TestMain(m *testing.M) {
 // the instance id), with the emulator, a real sshd and the real MariaDB,
 // and compares the printed rows with the rows inserted.
 func TestMySQLExampleRowsWrongOrSessionLeft(t *testing.T) {
+	t.Run("ssh", func(t *testing.T) { testMySQLExample(t, exampletest.Start) })
+	t.Run("direct", func(t *testing.T) { testMySQLExample(t, exampletest.StartDirect) })
+}
+
+func testMySQLExample(t *testing.T, start func(*testing.T) *exampletest.Stack) {
 	dsn := testenv.MySQLDSN(t)
-	st := exampletest.Start(t)
+	st := start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 

@@ -23,8 +23,13 @@ func TestMain(m *testing.M) {
 // for the instance id), with the emulator, a real sshd and the real
 // PostgreSQL, and compares the printed rows with the rows inserted.
 func TestPostgresExampleRowsWrongOrSessionLeft(t *testing.T) {
+	t.Run("ssh", func(t *testing.T) { testPostgresExample(t, exampletest.Start) })
+	t.Run("direct", func(t *testing.T) { testPostgresExample(t, exampletest.StartDirect) })
+}
+
+func testPostgresExample(t *testing.T, start func(*testing.T) *exampletest.Stack) {
 	dsn := testenv.PostgresDSN(t)
-	st := exampletest.Start(t)
+	st := start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 

@@ -7,8 +7,6 @@ import (
 	"io"
 	"math"
 	"net"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,6 +14,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/xtaci/smux"
 
+	"github.com/jumpless/jumpless/ssm/internal/version"
 	"github.com/jumpless/jumpless/ssm/internal/wire"
 )
 
@@ -264,6 +263,11 @@ func (a *agent) run() {
 	a.srv.st.handshakes.Add(1)
 	a.srv.log.Debug("ssmtest: handshake complete", "session", ss.id, "clientVersion", resp.ClientVersion)
 
+	if msg := a.forbidden(); msg != "" {
+		a.srv.log.Info("ssmtest: forwarding refused", "session", ss.id, "output", msg)
+		a.end(endFailed, msg, true)
+		return
+	}
 	if !a.sleep(cfg.TargetDialDelay) {
 		a.end(a.stopWhy, a.stopOut, a.stopFail)
 		return
@@ -312,12 +316,42 @@ func (a *agent) sleep(d time.Duration) bool {
 func (a *agent) targetAddr() string {
 	p := a.ss.props
 	if h := p["host"]; h != "" {
+		if ip, ok := a.srv.cfg.Hosts[h]; ok {
+			h = ip
+		}
 		return net.JoinHostPort(h, p["portNumber"])
 	}
 	if _, _, err := net.SplitHostPort(a.ss.addr); err == nil {
 		return a.ss.addr
 	}
 	return net.JoinHostPort(a.ss.addr, p["portNumber"])
+}
+
+// forbidden applies the agent's deny list to the remote-host document's
+// host ([A] plugins/port/port.go validateParameters): resolve once, refuse
+// if any address is listed. It returns the agent's output text, or "".
+func (a *agent) forbidden() string {
+	h := a.ss.props["host"]
+	if h == "" {
+		return ""
+	}
+	name := h
+	if ip, ok := a.srv.cfg.Hosts[h]; ok {
+		name = ip
+	}
+	addrs, err := net.DefaultResolver.LookupHost(a.ss.ctx, name)
+	if err != nil {
+		return "" // the dial fails later, as in the agent
+	}
+	for _, r := range addrs {
+		ip := net.ParseIP(r)
+		for _, d := range a.srv.cfg.ForbiddenAddresses {
+			if ip != nil && ip.Equal(net.ParseIP(d)) {
+				return fmt.Sprintf("Forwarding to IP address %s is forbidden.", h)
+			}
+		}
+	}
+	return ""
 }
 
 func (a *agent) dial() (net.Conn, error) {
@@ -758,43 +792,9 @@ func (a *agent) updateRTO(sample time.Duration) {
 	a.rto = rto
 }
 
-// parseVersion parses a dotted numeric version ("3.3.1611.0").
-func parseVersion(v string) ([]int, error) {
-	parts := strings.Split(v, ".")
-	out := make([]int, len(parts))
-	for i, p := range parts {
-		n, err := strconv.Atoi(p)
-		if err != nil || n < 0 {
-			return nil, fmt.Errorf("version %q is not dotted numbers", v)
-		}
-		out[i] = n
-	}
-	return out, nil
-}
-
-func mustVersion(v string) []int {
-	p, err := parseVersion(v)
-	if err != nil {
-		panic(err)
-	}
-	return p
-}
-
-// compareVersion compares component-wise; fewer components is smaller.
-func compareVersion(a, b []int) int {
-	for i := 0; i < len(a) && i < len(b); i++ {
-		if a[i] != b[i] {
-			if a[i] < b[i] {
-				return -1
-			}
-			return 1
-		}
-	}
-	switch {
-	case len(a) < len(b):
-		return -1
-	case len(a) > len(b):
-		return 1
-	}
-	return 0
-}
+// parseVersion, mustVersion and compareVersion: see package version.
+var (
+	parseVersion   = version.Parse
+	mustVersion    = version.Must
+	compareVersion = version.Compare
+)

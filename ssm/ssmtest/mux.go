@@ -116,9 +116,20 @@ func (a *agent) serveStream(st *smux.Stream) {
 	<-done
 }
 
-// loopbackPair returns two connected TCP sockets on 127.0.0.1 (the agent
-// uses a unix socket pair, or TCP loopback on Windows).
+// loopbackPair returns a connected unix socket pair, as the agent uses on
+// Linux ([A] port_mux.go:163-218): its kernel buffers (not TCP loopback's
+// autotuned megabytes) bound how much of one stream's output can queue
+// ahead of another's in front of the paced write pump. Where socketpair is
+// unavailable it falls back to TCP on 127.0.0.1 (as the agent does on
+// Windows).
 func loopbackPair() (net.Conn, net.Conn, error) {
+	if a, b, err := unixPair(); err == nil {
+		return a, b, nil
+	}
+	return tcpPair()
+}
+
+func tcpPair() (net.Conn, net.Conn, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, nil, err

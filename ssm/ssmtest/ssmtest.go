@@ -52,6 +52,14 @@ func (p Pacing) String() string {
 // 3.1.1511.0, duplicate re-ack ≥ 3.2.1041.0).
 const DefaultAgentVersion = "3.3.1611.0"
 
+// DefaultForbiddenAddresses are the agent's default denied forwarding
+// addresses ([A] agent/appconfig/constants.go: instance metadata, DNS and
+// time services; reference §9.2).
+var DefaultForbiddenAddresses = []string{
+	"169.254.169.254", "fd00:ec2::254", "169.254.169.253", "fd00:ec2::253",
+	"169.254.169.123", "fd00:ec2::123", "169.254.169.250", "169.254.169.251", "fd00:ec2::240",
+}
+
 // Defaults for Config fields.
 const (
 	DefaultRegion           = "us-east-1"
@@ -84,6 +92,11 @@ type Config struct {
 	// ("0.0.0.0:4566", ":4566") is announced as 127.0.0.1 in URL and
 	// StreamUrl.
 	Addr string
+
+	// AdvertiseAddr is the host:port announced in URL and StreamUrl instead
+	// of the listening address, for a proxy in front of the server (a
+	// benchmark adding network delay). "": the listening address.
+	AdvertiseAddr string
 
 	// Pacing of target → client data. Zero value: Unpaced.
 	Pacing Pacing
@@ -154,6 +167,20 @@ type Config struct {
 	// widening the window in which client data is answered "not ready".
 	// 0: no delay.
 	TargetDialDelay time.Duration
+
+	// ForbiddenAddresses are the IP addresses the agent refuses to forward
+	// to with the remote-host document: it resolves "host" once and ends
+	// the session with "Forwarding to IP address <host> is forbidden." when
+	// any resolved address is listed ([A] plugins/port/port.go). Nil:
+	// DefaultForbiddenAddresses (the agent's defaults, which a real agent on
+	// EC2 extends with the VPC's reserved addresses).
+	ForbiddenAddresses []string
+
+	// Hosts is the emulated instance's resolver: a host name in a port
+	// session's address (e.g. "db.internal") → the address the agent uses
+	// instead ("127.0.0.1"). Names not listed resolve with the machine's
+	// resolver. Nil: none.
+	Hosts map[string]string
 
 	// BufferWhileDisconnected models a gateway that keeps the agent's
 	// output: it holds the frames it cannot deliver while the client's
@@ -253,6 +280,8 @@ type Server struct {
 	up     websocket.Upgrader
 	ctx    context.Context
 	cancel context.CancelFunc
+
+	listenAddr string // where ln listens (URL may advertise another address)
 
 	mu       sync.Mutex
 	closed   bool
@@ -356,6 +385,15 @@ func NewServer(cfg Config) (*Server, error) {
 		targets[k] = v
 	}
 	cfg.Targets = targets
+	if cfg.ForbiddenAddresses == nil {
+		cfg.ForbiddenAddresses = DefaultForbiddenAddresses
+	}
+	cfg.ForbiddenAddresses = append([]string(nil), cfg.ForbiddenAddresses...)
+	hosts := make(map[string]string, len(cfg.Hosts))
+	for k, v := range cfg.Hosts {
+		hosts[k] = v
+	}
+	cfg.Hosts = hosts
 	cfg.ExtraHandshakeActions = append([]HandshakeAction(nil), cfg.ExtraHandshakeActions...)
 	for i, a := range cfg.ExtraHandshakeActions {
 		if a.ActionType == "" || (a.ActionParameters != nil && !json.Valid(a.ActionParameters)) {
@@ -417,6 +455,10 @@ func NewServer(cfg Config) (*Server, error) {
 		s.tr.TLSClientConfig = &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS12}
 	}
 	s.ln = ln
+	s.listenAddr = hostPort
+	if cfg.AdvertiseAddr != "" {
+		hostPort = cfg.AdvertiseAddr
+	}
 	s.url = scheme + "://" + hostPort
 	s.wsBase = wsScheme + "://" + hostPort
 	mux := http.NewServeMux()
@@ -436,6 +478,10 @@ func NewServer(cfg Config) (*Server, error) {
 	s.log.Info("ssmtest: listening", "url", s.url, "pacing", cfg.Pacing.String(), "agentVersion", cfg.AgentVersion)
 	return s, nil
 }
+
+// ListenAddr returns the host:port the server listens on; it differs from
+// URL's when Config.AdvertiseAddr is set.
+func (s *Server) ListenAddr() string { return s.listenAddr }
 
 // URL returns the SSM API endpoint, "http://127.0.0.1:port" or
 // "https://127.0.0.1:port" (Config.TLS).

@@ -32,6 +32,7 @@ type Tunnel struct {
 	User       string // -user: SSH user on the instance
 	Key        string // -key: SSH private key file
 	KnownHosts string // -known-hosts: known_hosts with an entry for the instance id
+	Direct     bool   // -direct: no SSH; the SSM agent forwards each connection (tunnel.ModeDirect)
 }
 
 // Register defines the shared flags on fs, storing their values in t.
@@ -43,6 +44,7 @@ func (t *Tunnel) Register(fs *flag.FlagSet) {
 	fs.StringVar(&t.User, "user", "ec2-user", "SSH user on the instance")
 	fs.StringVar(&t.Key, "key", filepath.Join(home, ".ssh", "id_ed25519"), "SSH private key file")
 	fs.StringVar(&t.KnownHosts, "known-hosts", filepath.Join(home, ".ssh", "known_hosts"), "known_hosts file with an entry for the instance id")
+	fs.BoolVar(&t.Direct, "direct", false, "no SSH: the instance's SSM agent forwards each connection itself (-user, -key, -known-hosts are ignored)")
 }
 
 // Config loads the AWS configuration the SDK's way
@@ -57,6 +59,9 @@ func (t *Tunnel) Config(ctx context.Context) (tunnel.Config, error) {
 	awsCfg, err := config.LoadDefaultConfig(ctx, config.WithRegion(t.Region), config.WithSharedConfigProfile(t.Profile))
 	if err != nil {
 		return tunnel.Config{}, fmt.Errorf("AWS configuration: %w", err)
+	}
+	if t.Direct {
+		return tunnel.Config{Mode: tunnel.ModeDirect, SSM: ssm.Config{AWS: awsCfg, Target: t.Target}}, nil
 	}
 	return tunnel.Config{
 		SSM: ssm.Config{AWS: awsCfg, Target: t.Target},

@@ -28,6 +28,7 @@ type Stack struct {
 	SSM        *ssmtest.Server
 	SSHD       *testenv.SSHD
 	KnownHosts string // known_hosts with the sshd's host key under Target
+	Direct     bool   // no sshd: the examples run with -direct (tunnel.ModeDirect)
 }
 
 // Start starts sshd and the emulator (both stopped by t.Cleanup) and points
@@ -45,8 +46,25 @@ func Start(t *testing.T) *Stack {
 	return &Stack{SSM: srv, SSHD: sshd, KnownHosts: sshd.WriteKnownHosts(false, Target)}
 }
 
+// StartDirect starts the emulator only, its instance reaching 127.0.0.1
+// (no sshd: the examples run in direct mode), and points the AWS
+// environment at it.
+func StartDirect(t *testing.T) *Stack {
+	t.Helper()
+	srv, err := ssmtest.NewServer(ssmtest.Config{Targets: map[string]string{Target: "127.0.0.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	SetAWSEnv(t, srv)
+	return &Stack{SSM: srv, Direct: true}
+}
+
 // TunnelArgs returns the flags of exampleflags.Tunnel for the stack.
 func (s *Stack) TunnelArgs() []string {
+	if s.Direct {
+		return []string{"-target", Target, "-direct"}
+	}
 	return []string{
 		"-target", Target,
 		"-user", s.SSHD.User,

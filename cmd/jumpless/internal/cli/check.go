@@ -287,6 +287,9 @@ func (c *checker) checkRemote(ctx context.Context, env *Env, o *tunnelOpts, dbc 
 
 	tctx, cancel := context.WithTimeout(ctx, o.connectTimeout)
 	defer cancel()
+	if o.direct {
+		return c.checkDirect(tctx, env, o, awsCfg, pool, remotes)
+	}
 	scfg := ssm.Config{
 		AWS: awsCfg, Endpoint: o.endpointURL, RootCAs: pool, Target: o.target,
 		DocumentName: o.documentName, PortNumber: o.bastionPort, Reason: o.reason, Logger: o.logger(env),

@@ -117,6 +117,18 @@ func (o *tunnelOpts) tunnelConfig(ctx context.Context, env *Env) (tunnel.Config,
 		return tunnel.Config{}, err
 	}
 	log := o.logger(env)
+	if o.direct {
+		return tunnel.Config{
+			Mode: tunnel.ModeDirect,
+			SSM: ssm.Config{
+				AWS: awsCfg, Endpoint: o.endpointURL, RootCAs: pool, Target: o.target, Reason: o.reason,
+				StartStopped: o.startStopped,
+			},
+			Direct:   tunnel.DirectConfig{Destinations: o.destinations},
+			Sessions: o.sessions,
+			Logger:   log,
+		}, nil
+	}
 	return tunnel.Config{
 		SSM: ssm.Config{
 			AWS:          awsCfg,

@@ -11,6 +11,7 @@ import (
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/jumpless/jumpless/instanceconnect"
+	"github.com/jumpless/jumpless/link"
 	"github.com/jumpless/jumpless/sshx"
 	"github.com/jumpless/jumpless/ssm"
 	"github.com/jumpless/jumpless/tunnel"
@@ -76,10 +77,19 @@ func diagnose(err error, o *tunnelOpts) diagnosis {
 		ocErr   *gossh.OpenChannelError
 	)
 	var (
+		linkFE *link.ForbiddenError
+		linkCE *link.ConnectError
 		tgtErr *ssm.TargetError
 		icErr  *instanceconnect.Error
 	)
 	switch {
+	case errors.As(err, &linkFE):
+		return diagnosis{step: stepDial, problem: fmt.Sprintf("the SSM agent refuses to forward to %s: %s", linkFE.Addr, sanitize(linkFE.Reason)),
+			cause:  "the agent never forwards to the instance metadata, DNS and time addresses (169.254.169.x, fd00:ec2::x) or the VPC's reserved addresses",
+			advice: "use the database's own address; to reach a service on the instance itself use localhost:PORT"}
+	case errors.As(err, &linkCE):
+		return diagnosis{step: stepDial, problem: fmt.Sprintf("the instance cannot connect to %s: %s", linkCE.Addr, sanitize(linkCE.Reason)),
+			cause: "nothing listens there, or a security group, NACL or firewall blocks the instance", advice: dialAdvice}
 	case errors.As(err, &tgtErr):
 		return diagnosis{step: stepTarget, problem: msg}
 	case errors.As(err, &icErr):

@@ -56,6 +56,7 @@ type emulatorOpts struct {
 	targetAddr   string
 	targetID     string
 	targets      []string
+	hosts        []string
 	pacing       string
 	tls          bool
 	caFile       string
@@ -75,6 +76,7 @@ func runEmulator(ctx context.Context, env *Env, args []string) error {
 	s.stringVar(&o.targetAddr, "target-addr", "HOST:PORT", "127.0.0.1:22", "TCP address the agent connects sessions to (for --target-id)")
 	s.stringVar(&o.targetID, "target-id", "ID", defaultEmulatorTarget, "instance id served, connected to --target-addr")
 	s.listVar(&o.targets, "target", "", "ID=HOST:PORT", "serve instance ID, connected to HOST:PORT; repeatable; replaces --target-id/--target-addr")
+	s.listVar(&o.hosts, "host", "", "NAME=ADDR", "the emulated instance resolves NAME to ADDR in port sessions (direct mode), e.g. db.internal=127.0.0.1; repeatable")
 	s.setEnvName("target", "JUMPLESS_EMULATOR_TARGETS")
 	s.group("Emulation")
 	s.stringVar(&o.listen, "listen", "ADDR", "127.0.0.1:0", "HOST:PORT to serve the SSM API and data channel on (PORT 0: a free port; the endpoint is printed)")
@@ -205,6 +207,16 @@ func (o *emulatorOpts) config(s *flagSet, env *Env) (ssmtest.Config, error) {
 		return cfg, usagef("--listen %q: port: %v", o.listen, err)
 	} else if host == "" {
 		return cfg, usagef("--listen %q: give the host too, e.g. 127.0.0.1%s (0.0.0.0 for every interface)", o.listen, o.listen)
+	}
+	for _, h := range o.hosts {
+		name, addr, ok := strings.Cut(h, "=")
+		if !ok || name == "" || addr == "" {
+			return cfg, usagef("--host %q: want NAME=ADDR, e.g. db.internal=127.0.0.1", h)
+		}
+		if cfg.Hosts == nil {
+			cfg.Hosts = map[string]string{}
+		}
+		cfg.Hosts[name] = addr
 	}
 	switch strings.ToLower(o.pacing) {
 	case "realistic":

@@ -55,6 +55,7 @@ func runForward(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	o.setDestinations(specs)
 
 	sigCtx, stop := signalContext(ctx, env)
 	defer stop()

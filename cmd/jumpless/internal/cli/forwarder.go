@@ -186,10 +186,14 @@ func reset(c net.Conn) {
 // closeWrite half-closes c (sends EOF, keeps reading) when it supports it.
 // Without CloseWrite nothing is done: closing would drop data still on its
 // way back; the connection is closed when the other direction ends or the
-// forwarder closes.
+// forwarder closes. A connection that has CloseWrite but no half-close
+// (direct mode: errors.ErrUnsupported) is closed, as AWS's plugin does:
+// either side's EOF ends the forwarded connection.
 func closeWrite(c net.Conn) {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		_ = cw.CloseWrite()
+		if err := cw.CloseWrite(); errors.Is(err, errors.ErrUnsupported) {
+			_ = c.Close()
+		}
 	}
 }
 

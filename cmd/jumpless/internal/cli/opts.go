@@ -7,6 +7,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -43,6 +44,15 @@ type tunnelOpts struct {
 	connectTimeout time.Duration
 	verbose        bool
 
+	// mode is --mode: "auto", "ssh" or "direct"; validate resolves auto.
+	mode string
+	// direct: the tunnel needs no SSH (tunnel.ModeDirect).
+	direct bool
+	// destinations are opened with the tunnel in direct mode (the -L/--to
+	// targets), so that a refused address fails at once.
+	destinations []string
+	fs           *flagSet
+
 	// passphrase comes from $JUMPLESS_SSH_KEY_PASSPHRASE; never printed.
 	passphrase []byte
 	// sshAuthSock is $SSH_AUTH_SOCK, used when --ssh-agent is given.
@@ -50,6 +60,7 @@ type tunnelOpts struct {
 }
 
 func (o *tunnelOpts) register(s *flagSet) {
+	o.fs = s
 	s.group("Tunnel profile (a named tunnel in a config file; see 'jumpless help')")
 	s.profiles = true
 	s.stringVar(&s.tunnelName, "tunnel", "NAME", "", "take the flags of [tunnel.NAME] from the config file, like 'jumpless "+s.cmd+" NAME'; flags given here win")
@@ -77,6 +88,7 @@ func (o *tunnelOpts) register(s *flagSet) {
 	s.boolVar(&o.insecureIgnoreHostKey, "insecure-ignore-host-key", "do not verify the host key (anyone on the path can read the data); for throw-away tests only")
 
 	s.group("Tunnel")
+	s.stringVar(&o.mode, "mode", "MODE", "auto", "ssh: SSH to the instance's sshd, connections as SSH channels (needs a key; host key verified; half-close); direct: the SSM agent forwards each connection itself (no sshd, no key; AWS-StartPortForwardingSessionToRemoteHost); auto: ssh when an SSH flag (--ssh-key, --ssh-agent, --known-hosts, --host-key, ...) is given, else direct")
 	s.intVar(&o.sessions, "sessions", "N", 1, "parallel Session Manager sessions to spread connections over")
 	s.durationVar(&o.connectTimeout, "connect-timeout", "DURATION", 60*time.Second, "limit for opening the tunnel (session + SSH handshake)")
 	s.boolVar(&o.verbose, "verbose", "log protocol events to stderr")
@@ -108,6 +120,23 @@ func (o *tunnelOpts) validate(cmd string, env *Env) error {
 	}
 	if o.connectTimeout <= 0 {
 		return usagef("--connect-timeout %v: want a positive duration like 60s", o.connectTimeout)
+	}
+	sshFlags := o.sshFlagsGiven(env)
+	switch o.mode {
+	case "auto":
+		o.direct = len(sshFlags) == 0
+	case "ssh":
+	case "direct":
+		if len(sshFlags) > 0 {
+			return usagef("--mode direct uses no SSH, but %s given: drop it, or use --mode ssh", strings.Join(sshFlags, ", "))
+		}
+		o.direct = true
+	default:
+		return usagef("--mode %q: want ssh, direct or auto", o.mode)
+	}
+	if o.direct {
+		o.caBundle = expandHome(o.caBundle)
+		return nil
 	}
 	if o.endpointURL != "" && !strings.HasPrefix(o.endpointURL, "https://") && !strings.HasPrefix(o.endpointURL, "http://") {
 		return usagef("--endpoint-url %q: want an http:// or https:// URL", o.endpointURL)
@@ -150,6 +179,21 @@ func (o *tunnelOpts) validate(cmd string, env *Env) error {
 		return usagef("--insecure-ignore-host-key cannot be combined with --known-hosts or --host-key")
 	}
 	return nil
+}
+
+// sshFlagsGiven lists the SSH-only flags given on the command line or in
+// the environment.
+func (o *tunnelOpts) sshFlagsGiven(env *Env) []string {
+	if o.fs == nil {
+		return nil
+	}
+	var given []string
+	for _, name := range []string{"ssh-key", "ssh-agent", "ssh-user", "known-hosts", "host-key", "host-key-alias", "insecure-ignore-host-key", "bastion-port", "document-name", "instance-connect"} {
+		if o.fs.isSet(env, name) {
+			given = append(given, "--"+name)
+		}
+	}
+	return given
 }
 
 // defaultSSHUser is the login name when --ssh-user is not given: ec2-user
@@ -216,4 +260,15 @@ func parseSpecs(locals []string, to string) ([]forwardSpec, error) {
 		specs = append(specs, f)
 	}
 	return specs, nil
+}
+
+// setDestinations records the forwards' remote addresses (opened with the
+// tunnel in direct mode).
+func (o *tunnelOpts) setDestinations(specs []forwardSpec) {
+	o.destinations = o.destinations[:0]
+	for _, sp := range specs {
+		if !slices.Contains(o.destinations, sp.Remote) {
+			o.destinations = append(o.destinations, sp.Remote)
+		}
+	}
 }

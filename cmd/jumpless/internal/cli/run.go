@@ -92,6 +92,7 @@ func runRun(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	specs = append(specs, sp...)
+	o.setDestinations(specs)
 	path, err := exec.LookPath(argv[0])
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "jumpless: run: %s\n", lookPathMessage(argv[0], err))

@@ -1,0 +1,411 @@
+package tunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jumpless/jumpless/link"
+	"github.com/jumpless/jumpless/portmux"
+)
+
+// direct is ModeDirect's multiplexer: per destination address, Sessions
+// port sessions carrying smux streams (package portmux), or, when the
+// agent only does basic port forwarding or the transport has no port
+// sessions, one session per connection (perconn.go).
+type direct struct {
+	t  *Tunnel
+	tr link.Transport
+	pt link.PortTransport // nil: the transport has no port sessions
+
+	mu      sync.Mutex
+	pools   map[string]*destPool
+	closed  bool
+	cause   error        // why the tunnel shut down (set by close)
+	retired carrierStats // counters of sessions no longer in a pool
+
+	perConn perConnStats
+}
+
+// destPool is the sessions of one destination.
+type destPool struct {
+	addr     string
+	ready    chan struct{} // closed when opening has finished
+	err      error         // opening failed
+	basic    bool          // one session per connection
+	dropped  bool          // removed from the pools (d.mu)
+	spare    link.Link     // basic: the session opened to find that out, for the first dial
+	sessions []*portmux.Session
+	ids      []string
+}
+
+// carrierStats are counters of a multiplexer.
+type carrierStats struct {
+	bytesSent, bytesReceived int64
+	openConns, totalConns    int64
+}
+
+func newDirect(t *Tunnel) *direct {
+	d := &direct{t: t, tr: t.cfg.Transport, pools: make(map[string]*destPool)}
+	d.pt, _ = d.tr.(link.PortTransport)
+	return d
+}
+
+// open opens the pools of addrs in parallel (Open's Direct.Destinations).
+func (d *direct) open(ctx context.Context, addrs []string) error {
+	errs := make([]error, len(addrs))
+	var wg sync.WaitGroup
+	for i, a := range addrs {
+		wg.Go(func() { _, errs[i] = d.pool(ctx, a) })
+	}
+	wg.Wait()
+	return firstError(errs)
+}
+
+// pool returns the ready pool of addr, opening it if needed.
+func (d *direct) pool(ctx context.Context, addr string) (*destPool, error) {
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		return nil, d.t.closedErr()
+	}
+	p, ok := d.pools[addr]
+	if !ok {
+		p = &destPool{addr: addr, ready: make(chan struct{})}
+		d.pools[addr] = p
+		d.mu.Unlock()
+		d.fill(ctx, p)
+		close(p.ready)
+	} else {
+		d.mu.Unlock()
+		select {
+		case <-p.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if p.err != nil {
+		d.drop(p) // the next dial tries again
+		return nil, p.err
+	}
+	return p, nil
+}
+
+// fill opens Sessions sessions to p.addr in parallel.
+func (d *direct) fill(ctx context.Context, p *destPool) {
+	if d.pt == nil {
+		p.basic = true
+		return
+	}
+	n := d.t.cfg.Sessions
+	links := make([]link.Link, n)
+	modes := make([]link.PortMode, n)
+	errs := make([]error, n)
+	octx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			links[i], modes[i], errs[i] = d.pt.DialPort(octx, p.addr)
+			if errs[i] != nil {
+				cancel()
+			}
+		})
+	}
+	wg.Wait()
+	closeAll := func() {
+		for _, l := range links {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}
+	if err := firstError(errs); err != nil {
+		closeAll()
+		p.err = fmt.Errorf("tunnel: port session to %s: %w", p.addr, err)
+		return
+	}
+	if !modes[0].Mux {
+		p.basic = true
+		p.spare = links[0]
+		for _, l := range links[1:] {
+			l.Close()
+		}
+		d.t.log.Info("tunnel: agent does basic port forwarding: one session per connection", "addr", p.addr)
+		return
+	}
+	for i, l := range links {
+		s, err := portmux.Client(l, portmux.Config{
+			Addr: p.addr, SessionID: l.ID(), KeepAlive: modes[i].KeepAlive,
+			StreamBuffer: d.t.cfg.Direct.StreamBuffer, ConnectErrors: modes[i].ConnectErrors,
+			Logger: d.t.log,
+		})
+		if err != nil {
+			for _, s := range p.sessions {
+				s.Close()
+			}
+			for _, l := range links[i:] {
+				l.Close()
+			}
+			p.sessions = nil
+			p.err = fmt.Errorf("tunnel: port session to %s: %w", p.addr, err)
+			return
+		}
+		p.sessions = append(p.sessions, s)
+		p.ids = append(p.ids, l.ID())
+	}
+	for _, s := range p.sessions {
+		d.t.wg.Go(func() { d.watch(p, s) })
+	}
+	d.t.log.Debug("tunnel: port sessions ready", "addr", p.addr, "sessions", p.ids)
+}
+
+// watch reacts to the end of a mux session before Close: a refusal of
+// the destination (forbidden, cannot connect) drops the pool, so that the
+// next dial tries again; any other end fails the tunnel, as in SSH mode.
+func (d *direct) watch(p *destPool, s *portmux.Session) {
+	select {
+	case <-d.t.closing:
+		return
+	case <-s.Done():
+	}
+	cause := s.Err()
+	d.mu.Lock()
+	dropped := p.dropped
+	d.mu.Unlock()
+	if dropped {
+		return
+	}
+	if errors.Is(cause, link.ErrForbidden) || errors.Is(cause, link.ErrConnect) {
+		d.t.log.Info("tunnel: destination refused by the agent", "addr", p.addr, "err", cause)
+		d.drop(p)
+		return
+	}
+	err := fmt.Errorf("%w: port session to %s: %w", ErrTunnelDown, p.addr, cause)
+	d.t.log.Warn("tunnel down", "addr", p.addr, "err", cause)
+	d.t.shutdown(err)
+}
+
+// drop removes p from the pools and closes its sessions.
+func (d *direct) drop(p *destPool) {
+	d.mu.Lock()
+	p.dropped = true
+	if d.pools[p.addr] == p {
+		delete(d.pools, p.addr)
+	}
+	d.mu.Unlock()
+	d.closePool(p)
+}
+
+func (d *direct) closePool(p *destPool) error {
+	var errs []error
+	d.mu.Lock()
+	sessions, spare := p.sessions, p.spare
+	p.sessions, p.ids, p.spare = nil, nil, nil
+	d.mu.Unlock()
+	for _, s := range sessions {
+		st := s.Stats()
+		if err := s.Close(); err != nil {
+			errs = append(errs, err)
+		}
+		d.mu.Lock()
+		d.retired.bytesSent += st.BytesSent
+		d.retired.bytesReceived += st.BytesReceived
+		d.retired.totalConns += st.TotalConns
+		d.mu.Unlock()
+	}
+	if spare != nil {
+		spare.Close()
+	}
+	return errors.Join(errs...)
+}
+
+// dial opens a connection to addr.
+func (d *direct) dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+	default:
+		return nil, fmt.Errorf("tunnel: dial %s: network %q not supported (want tcp)", addr, network)
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return nil, fmt.Errorf("tunnel: dial %s: %w", addr, err)
+	}
+	p, err := d.pool(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	if p.basic {
+		return d.dialPerConn(ctx, p)
+	}
+	d.mu.Lock()
+	if len(p.sessions) == 0 {
+		d.mu.Unlock()
+		return nil, fmt.Errorf("tunnel: dial %s: %w", addr, d.t.closedErr())
+	}
+	best := p.sessions[0]
+	for _, s := range p.sessions[1:] {
+		if s.Load() < best.Load() {
+			best = s
+		}
+	}
+	d.mu.Unlock()
+	c, err := best.Open(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel: dial %s: %w", addr, d.downErr(err))
+	}
+	return &directConn{Conn: c, d: d, p: p}, nil
+}
+
+// downErr makes a session-down error match ErrTunnelDown too, or, when
+// the tunnel was shut down, its cause (ErrClosed after Close).
+func (d *direct) downErr(err error) error {
+	if !errors.Is(err, portmux.ErrSessionDown) {
+		return err
+	}
+	d.mu.Lock()
+	cause := d.cause
+	d.mu.Unlock()
+	if cause != nil && !errors.Is(err, cause) {
+		return fmt.Errorf("%w: %w", cause, err)
+	}
+	if !errors.Is(err, ErrTunnelDown) {
+		return fmt.Errorf("%w: %w", ErrTunnelDown, err)
+	}
+	return err
+}
+
+// stats sums the counters of every session and per-connection link.
+func (d *direct) stats() (st carrierStats, ids []string, conns []int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	st = d.retired
+	for _, p := range d.pools {
+		select {
+		case <-p.ready:
+		default:
+			continue
+		}
+		for i, s := range p.sessions {
+			ss := s.Stats()
+			st.bytesSent += ss.BytesSent
+			st.bytesReceived += ss.BytesReceived
+			st.openConns += ss.OpenConns
+			st.totalConns += ss.TotalConns
+			ids = append(ids, p.ids[i])
+			conns = append(conns, int(ss.OpenConns))
+		}
+	}
+	pc := d.perConn.snapshot()
+	st.bytesSent += pc.bytesSent
+	st.bytesReceived += pc.bytesReceived
+	st.openConns += pc.openConns
+	st.totalConns += pc.totalConns
+	ids = append(ids, pc.ids...)
+	for range pc.ids {
+		conns = append(conns, 1)
+	}
+	return st, ids, conns
+}
+
+// close closes every pool and per-connection session; cause is why.
+func (d *direct) close(cause error) error {
+	d.mu.Lock()
+	d.closed = true
+	if d.cause == nil {
+		d.cause = cause
+	}
+	pools := make([]*destPool, 0, len(d.pools))
+	for _, p := range d.pools {
+		pools = append(pools, p)
+	}
+	d.mu.Unlock()
+	errs := make([]error, len(pools)+1)
+	var wg sync.WaitGroup
+	for i, p := range pools {
+		wg.Go(func() {
+			<-p.ready
+			errs[i] = d.closePool(p)
+		})
+	}
+	wg.Go(func() { errs[len(pools)] = d.perConn.closeAll() })
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// directConn is a portmux stream whose session-down errors also match
+// ErrTunnelDown.
+type directConn struct {
+	*portmux.Conn
+	d       *direct
+	p       *destPool
+	refused atomic.Bool // the agent could not connect it
+}
+
+func (c *directConn) check(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, link.ErrConnect) {
+		c.refused.Store(true)
+	}
+	return c.d.downErr(err)
+}
+
+// Read reads from the destination (see portmux.Conn.Read for the errors).
+func (c *directConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	return n, c.check(err)
+}
+
+// Write writes to the destination.
+func (c *directConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	return n, c.check(err)
+}
+
+// Ready waits for the destination's first byte (see portmux.Conn.Ready).
+func (c *directConn) Ready(ctx context.Context) error {
+	return c.check(c.Conn.Ready(ctx))
+}
+
+// Close closes the connection. When the agent could not connect it and
+// the destination's sessions carry no other connection, they are closed
+// too: a refused destination leaves no session open.
+func (c *directConn) Close() error {
+	err := c.Conn.Close()
+	if c.refused.Load() {
+		c.d.dropIfIdle(c.p)
+	}
+	return err
+}
+
+// dropIfIdle drops p when none of its sessions has an open connection.
+// Terminating the sessions takes API calls, so it runs in the background,
+// owned by the tunnel (Close waits for it), not in the caller's Close.
+func (d *direct) dropIfIdle(p *destPool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed || p.dropped {
+		return // Close terminates them
+	}
+	for _, s := range p.sessions {
+		if s.Load() > 0 {
+			return
+		}
+	}
+	d.t.log.Debug("tunnel: dropping the sessions of a refused destination", "addr", p.addr)
+	p.dropped = true
+	if d.pools[p.addr] == p {
+		delete(d.pools, p.addr)
+	}
+	d.t.wg.Go(func() { d.closePool(p) })
+}
+
+var (
+	aLongTimeAgo = time.Unix(1, 0)
+	noDeadline   time.Time
+)

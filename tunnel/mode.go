@@ -1,0 +1,104 @@
+package tunnel
+
+import (
+	"context"
+	"fmt"
+	"reflect"
+	"time"
+
+	"github.com/jumpless/jumpless/ssm/ssmlink"
+)
+
+// Mode selects how a tunnel's connections reach their destination.
+type Mode int
+
+const (
+	// ModeSSH (the zero value) runs an SSH client over each of Sessions
+	// sessions to the instance's sshd and opens every connection as a
+	// direct-tcpip channel. Needs an SSH login on the instance; gives SSH
+	// host-key verification and TCP half-close.
+	ModeSSH Mode = iota
+
+	// ModeDirect needs no SSH server or key: the agent on the instance
+	// forwards each connection itself. With AWS, each destination gets
+	// Sessions port sessions (AWS-StartPortForwardingSessionToRemoteHost,
+	// or AWS-StartPortForwardingSession for localhost) carrying
+	// connections as smux streams; agents ≤ 3.0.196.0 get one session
+	// per connection. No half-close: CloseWrite returns an error matching
+	// errors.ErrUnsupported. The agent's own rules apply (it refuses the
+	// instance metadata addresses: *link.ForbiddenError). The agent never
+	// confirms a connect: a refused one is a *link.ConnectError from the
+	// connection's first Read (or its Ready method, which dialer.MySQL
+	// uses). In basic mode the agent does not signal the target's close:
+	// Read then blocks until a deadline or the session's end (an error,
+	// never io.EOF), and a write after the target closed makes the agent
+	// connect again (the server sees a new connection).
+	ModeDirect
+)
+
+// String returns "ssh" or "direct".
+func (m Mode) String() string {
+	switch m {
+	case ModeSSH:
+		return "ssh"
+	case ModeDirect:
+		return "direct"
+	}
+	return fmt.Sprintf("Mode(%d)", int(m))
+}
+
+// DirectConfig configures ModeDirect.
+type DirectConfig struct {
+	// Destinations ("host:port" as the instance resolves them) get their
+	// sessions at Open, so that a wrong target, credentials or address
+	// fail Open. Other destinations get theirs at their first DialContext.
+	// Nil: none at Open.
+	Destinations []string
+
+	// StreamBuffer bounds, per connection, the bytes received and not yet
+	// read (so that one stalled reader does not freeze the other
+	// connections of its session; see package portmux). Zero:
+	// portmux.DefaultStreamBuffer (16 MiB).
+	StreamBuffer int
+}
+
+// prepareDirect checks the ModeDirect part of c.
+func (c Config) prepareDirect() (Config, error) {
+	if c.DialBastion != nil {
+		return c, &ConfigError{Field: "DialBastion", Problem: "only for ModeSSH (it returns a byte stream to an SSH server); in ModeDirect set Transport"}
+	}
+	ssh := c.SSH
+	if ssh.Logger == c.Logger { // set by prepare from Config.Logger
+		ssh.Logger = nil
+	}
+	if !reflect.ValueOf(ssh).IsZero() {
+		return c, &ConfigError{Field: "SSH", Problem: "ModeDirect uses no SSH: leave SSH empty, or use ModeSSH"}
+	}
+	if c.InstanceConnect != nil {
+		return c, &ConfigError{Field: "InstanceConnect", Problem: "pushes an SSH key, which ModeDirect does not use: leave it nil, or use ModeSSH"}
+	}
+	if c.Direct.StreamBuffer < 0 {
+		return c, &ConfigError{Field: "Direct.StreamBuffer", Problem: "must not be negative (0 selects 16 MiB)"}
+	}
+	if c.Transport == nil {
+		if err := c.SSM.Validate(); err != nil {
+			return c, ssmConfigError(err)
+		}
+	}
+	return c, nil
+}
+
+// openDirect opens a ModeDirect tunnel (Direct.Destinations first).
+func (t *Tunnel) openDirect(ctx context.Context) (*Tunnel, error) {
+	if t.cfg.Transport == nil {
+		t.cfg.Transport = ssmlink.New(t.cfg.SSM) // the target is resolved by now
+	}
+	t.direct = newDirect(t)
+	if err := t.direct.open(ctx, t.cfg.Direct.Destinations); err != nil {
+		t.direct.close(ErrClosed)
+		return nil, err
+	}
+	t.started = time.Now()
+	t.log.Info("tunnel open", "mode", t.cfg.Mode, "target", t.cfg.SSM.Target, "destinations", t.cfg.Direct.Destinations)
+	return t, nil
+}
