@@ -94,7 +94,8 @@ func newClient(ctx context.Context, conn net.Conn, addr string, cfg Config) (*Cl
 	defer cancel()
 	stop := context.AfterFunc(hctx, func() { conn.Close() })
 	log.Debug("sshx: handshake", "addr", addr, "user", cfg.User, "host_key_name", host)
-	sc, chans, reqs, err := ssh.NewClientConn(conn, addr, cc)
+	tc := &transportConn{Conn: conn}
+	sc, chans, reqs, err := ssh.NewClientConn(tc, addr, cc)
 	if !stop() {
 		// The context ended during the handshake and conn was closed.
 		if sc != nil {
@@ -116,6 +117,7 @@ func newClient(ctx context.Context, conn net.Conn, addr string, cfg Config) (*Cl
 		done:  make(chan struct{}),
 		conns: make(map[*tunnelConn]struct{}),
 	}
+	tc.setClient(c)
 	log.Info("sshx: connected", "addr", addr, "user", cfg.User, "server_version", string(sc.ServerVersion()))
 	c.wg.Add(1)
 	go c.wait()
@@ -143,10 +145,10 @@ func classifyHandshakeError(err error, user string, methods []string) error {
 func (c *Client) wait() {
 	defer c.wg.Done()
 	err := c.ssh.Wait()
-	if err == nil || errors.Is(err, io.EOF) {
+	if errors.Is(err, io.EOF) {
 		err = io.EOF
 	}
-	c.setErr(fmt.Errorf("sshx: connection closed: %w", err))
+	c.setErr(lostError(err))
 	c.shutdown()
 	c.log.Info("sshx: disconnected", "err", c.Err())
 	close(c.done)
@@ -201,8 +203,8 @@ func (c *Client) Close() error {
 func (c *Client) Done() <-chan struct{} { return c.done }
 
 // Err returns nil while the connection is up, then why it ended: ErrClosed
-// after Close, an error wrapping ErrKeepaliveTimeout, or the transport
-// error.
+// after Close, an error wrapping ErrKeepaliveTimeout, or an error matching
+// ErrConnectionLost that wraps the transport's error.
 func (c *Client) Err() error {
 	select {
 	case <-c.done:
@@ -227,3 +229,53 @@ func (c *Client) Stats() Stats {
 // SSHClient returns the underlying x/crypto/ssh client, for sessions or
 // other channel types. Closing it closes c.
 func (c *Client) SSHClient() *ssh.Client { return c.ssh }
+
+// recordedErr returns why the client is ending, or nil while it is up. Unlike
+// Err it does not wait for Done: the transport's failure is known here the
+// moment the transport reports it, before x/crypto/ssh closes the channels.
+func (c *Client) recordedErr() error {
+	c.errMu.Lock()
+	defer c.errMu.Unlock()
+	return c.err
+}
+
+// transportConn is the net.Conn under the SSH connection. It records the
+// first read or write error as the client's reason before x/crypto/ssh sees
+// it, so that the channels it then closes report that reason instead of a
+// clean io.EOF.
+type transportConn struct {
+	net.Conn
+	mu sync.Mutex
+	c  *Client // nil during the handshake
+}
+
+func (t *transportConn) setClient(c *Client) {
+	t.mu.Lock()
+	t.c = c
+	t.mu.Unlock()
+}
+
+func (t *transportConn) failed(err error) {
+	t.mu.Lock()
+	c := t.c
+	t.mu.Unlock()
+	if c != nil {
+		c.setErr(lostError(err))
+	}
+}
+
+func (t *transportConn) Read(p []byte) (int, error) {
+	n, err := t.Conn.Read(p)
+	if err != nil {
+		t.failed(err)
+	}
+	return n, err
+}
+
+func (t *transportConn) Write(p []byte) (int, error) {
+	n, err := t.Conn.Write(p)
+	if err != nil {
+		t.failed(err)
+	}
+	return n, err
+}

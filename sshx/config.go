@@ -69,7 +69,9 @@ type Config struct {
 	// keepalives.
 	KeepaliveInterval time.Duration
 	// KeepaliveTimeout is how long a keepalive may go unanswered before the
-	// client is closed with ErrKeepaliveTimeout. Zero:
+	// client is closed with ErrKeepaliveTimeout; when the transport is a
+	// ProgressReporter (an SSM session), how long it may go unanswered
+	// with no progress of the transport either. Zero:
 	// DefaultKeepaliveTimeout (30s).
 	KeepaliveTimeout time.Duration
 	// HandshakeTimeout bounds the SSH handshake and authentication in

@@ -117,7 +117,12 @@ func (c *Client) DialContext(ctx context.Context, network, addr string) (net.Con
 		if errors.As(r.err, &oc) {
 			return nil, &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: &DialError{Addr: addr, Reason: oc.Reason, Message: oc.Message, Err: oc}}
 		}
-		return nil, &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: r.err}
+		// Any other failure means the connection ended under the dial.
+		err := c.recordedErr()
+		if err == nil {
+			err = lostError(r.err)
+		}
+		return nil, &net.OpError{Op: "dial", Net: network, Addr: raddr, Err: err}
 	}
 	tc := newTunnelConn(c, r.ch, r.reqs, raddr)
 	c.mu.Lock()
@@ -336,6 +341,16 @@ func (tc *tunnelConn) readLoop() {
 		if n > 0 {
 			tc.c.bytesReceived.Add(int64(n))
 		}
+		if err != nil {
+			// x/crypto/ssh reports the end of the whole connection to
+			// every channel as io.EOF too (only the far end's EOF or close
+			// may read as io.EOF), or as the transport's raw error when
+			// the window adjustment after a read failed: either way the
+			// client's recorded reason is the answer.
+			if cerr := tc.c.recordedErr(); cerr != nil {
+				err = cerr
+			}
+		}
 		more = n == len(seg)
 		tc.mu.Lock()
 		tc.rring = false
@@ -348,6 +363,11 @@ func (tc *tunnelConn) readLoop() {
 		if err != nil {
 			if tc.rerr == nil {
 				tc.rerr = err
+			}
+			if err != io.EOF && tc.werr == nil {
+				tc.werr = err // the connection is gone: writes fail too
+				tc.wcond.Broadcast()
+				tc.wpump.Broadcast()
 			}
 			tc.rcond.Broadcast()
 			break
@@ -382,6 +402,9 @@ func (tc *tunnelConn) writeLoop() {
 			tc.wbuf.release() // sent everything: an idle conn holds no ring
 			tc.wcond.Broadcast()
 			if err != nil && tc.werr == nil {
+				if cerr := tc.c.recordedErr(); cerr != nil {
+					err = cerr // the transport's failure, as the client recorded it
+				}
 				tc.werr = writeErr(err)
 			}
 			continue
@@ -424,11 +447,16 @@ func writeErr(err error) error {
 }
 
 // channelGone is called when the SSH channel is closed: writes fail from
-// now on; reads return what was received, then io.EOF.
+// now on (with the client's reason when the whole connection ended); reads
+// return what was received, then io.EOF or that reason.
 func (tc *tunnelConn) channelGone() {
+	cerr := tc.c.recordedErr()
 	tc.mu.Lock()
 	if tc.werr == nil {
 		tc.werr = io.ErrClosedPipe
+		if cerr != nil {
+			tc.werr = cerr
+		}
 	}
 	tc.wpump.Broadcast()
 	tc.wcond.Broadcast()
@@ -436,8 +464,8 @@ func (tc *tunnelConn) channelGone() {
 }
 
 // abort ends the conn because the client is closing: the pumps stop,
-// unsent data is dropped, Write returns err, and Read returns the data
-// already received, then io.EOF.
+// unsent data is dropped, and Write and Read (after the data already
+// received) return err — never io.EOF, which means the far end closed.
 func (tc *tunnelConn) abort(err error) {
 	tc.mu.Lock()
 	tc.dead = true
@@ -445,7 +473,7 @@ func (tc *tunnelConn) abort(err error) {
 		tc.werr = err
 	}
 	if tc.rerr == nil {
-		tc.rerr = io.EOF
+		tc.rerr = err
 	}
 	tc.rcond.Broadcast()
 	tc.rpump.Broadcast()
@@ -465,8 +493,12 @@ func (tc *tunnelConn) opErr(op string, err error) error {
 	return &net.OpError{Op: op, Net: "tcp", Source: localAddr, Addr: tc.raddr, Err: err}
 }
 
-// Read reads data received from the far end. After the far end's EOF (or
-// the channel's end) it returns io.EOF once the received data is read.
+// Read reads data received from the far end. After the far end's EOF or
+// close it returns io.EOF once the received data is read. When the
+// connection ended otherwise it returns, after the received data, a
+// *net.OpError wrapping the client's reason: ErrClosed (matching
+// net.ErrClosed) after Client.Close, ErrKeepaliveTimeout, or
+// ErrConnectionLost with the transport's error.
 func (tc *tunnelConn) Read(p []byte) (int, error) {
 	tc.mu.Lock()
 	for {

@@ -3,6 +3,8 @@ package sshx
 import (
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 
 	"golang.org/x/crypto/ssh"
@@ -32,8 +34,17 @@ var (
 	// ErrKeepaliveTimeout: the server did not answer a keepalive within
 	// Config.KeepaliveTimeout; the path to it is considered dead.
 	ErrKeepaliveTimeout = errors.New("sshx: keepalive timeout: no answer from the SSH server")
-	// ErrClosed: the client was closed by Close.
-	ErrClosed = errors.New("sshx: client closed")
+	// ErrClosed: the client was closed by Close. It also matches
+	// net.ErrClosed.
+	ErrClosed error = closedError{}
+	// ErrConnectionLost: the SSH connection ended without Close: the
+	// underlying connection failed or was closed by the server or the path
+	// (for an SSM session: the session ended), or the server sent a
+	// disconnect. The error matching it wraps the cause, so errors.Is and
+	// errors.As reach the transport's own types (for example
+	// ssm.ErrSessionTerminated). A connection that merely ended is reported
+	// with io.ErrUnexpectedEOF, never io.EOF.
+	ErrConnectionLost = errors.New("sshx: SSH connection lost")
 	// ErrInvalidConfig: a Config field is malformed (the error says which).
 	ErrInvalidConfig = errors.New("sshx: invalid config")
 	// ErrConnectFailed: DialContext reached the SSH server (the bastion),
@@ -201,3 +212,19 @@ func (e *DialError) Is(target error) bool {
 
 // Unwrap returns Err.
 func (e *DialError) Unwrap() error { return e.Err }
+
+type closedError struct{}
+
+func (closedError) Error() string        { return "sshx: client closed" }
+func (closedError) Is(target error) bool { return target == net.ErrClosed }
+
+// lostError returns the error for a connection that ended without Close:
+// it matches ErrConnectionLost and wraps cause (io.EOF, which would make a
+// cut-off stream look complete to errors.Is(err, io.EOF), becomes
+// io.ErrUnexpectedEOF).
+func lostError(cause error) error {
+	if cause == nil || cause == io.EOF {
+		return fmt.Errorf("%w: the server or the path to it closed the connection: %w", ErrConnectionLost, io.ErrUnexpectedEOF)
+	}
+	return fmt.Errorf("%w: %w", ErrConnectionLost, cause)
+}

@@ -589,8 +589,8 @@ func TestCloseIsIdempotentAndClosesConns(t *testing.T) {
 		t.Fatalf("Err = %v", c.Err())
 	}
 	tc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := tc.Read(make([]byte, 1)); err != io.EOF {
-		t.Fatalf("read after Close: %v, want EOF", err)
+	if _, err := tc.Read(make([]byte, 1)); err == io.EOF || !errors.Is(err, ErrClosed) || !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("read after Client.Close: %v, want an error matching ErrClosed and net.ErrClosed (never io.EOF)", err)
 	}
 	if _, err := c.DialContext(context.Background(), "tcp", echo); !errors.Is(err, ErrClosed) {
 		t.Fatalf("dial after Close: %v", err)

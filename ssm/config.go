@@ -42,8 +42,8 @@ const (
 	DefaultWriteBuffer      = 256 << 10
 	DefaultReadBuffer       = 4 << 20
 	DefaultReorderBuffer    = 16384
-	DefaultPingInterval     = 20 * time.Second
-	DefaultPingTimeout      = 60 * time.Second
+	DefaultPingInterval     = 2 * time.Second
+	DefaultPingTimeout      = 8 * time.Second
 	DefaultResumeTimeout    = 2 * time.Minute
 	DefaultCloseTimeout     = 5 * time.Second
 	DefaultMinRTO           = time.Second
@@ -158,13 +158,17 @@ type Config struct {
 	// Zero: 16384.
 	ReorderBuffer int
 
-	// PingInterval is how often a WebSocket ping is sent. Zero: 20s.
-	// Negative: no pings (a dead socket is then only noticed by TCP).
+	// PingInterval is how often a WebSocket ping is sent. Zero: 2s.
+	// Negative: no pings and no read deadline (a dead path is then only
+	// noticed by TCP, or by the SSH keepalive above).
 	PingInterval time.Duration
 
 	// PingTimeout is how long the WebSocket may stay silent (no pong, no
-	// frame) before it is considered dead and the session reconnects.
-	// Zero: 60s. Ignored when PingInterval is negative.
+	// frame of any kind) before it is considered dead and the session
+	// resumes on a new one. Any frame counts, so a busy socket whose pongs
+	// queue behind data is not taken for dead, and a silent dead path is
+	// noticed within PingTimeout. Zero: 8s. Ignored when PingInterval is
+	// negative.
 	PingTimeout time.Duration
 
 	// ResumeTimeout bounds the attempts to re-establish a broken data
@@ -306,6 +310,9 @@ func (c *Config) validate() error {
 		if c.AWS.Region == "" {
 			return &ConfigError{"AWS.Region", "no region: set AWS.Region or load the config with config.LoadDefaultConfig(ctx, config.WithRegion(...))"}
 		}
+		if !validRegion(c.AWS.Region) {
+			return &ConfigError{"AWS.Region", fmt.Sprintf("%q is not a region name: want lowercase letters, digits and dashes ending in a number, such as \"us-east-1\" or \"eu-central-1\"", c.AWS.Region)}
+		}
 		if c.AWS.Credentials == nil {
 			return &ConfigError{"AWS.Credentials", "no credentials provider: load the config with config.LoadDefaultConfig or set AWS.Credentials"}
 		}
@@ -315,6 +322,9 @@ func (c *Config) validate() error {
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			return &ConfigError{"Endpoint", "must be an absolute http(s) URL such as https://ssm.us-east-1.amazonaws.com"}
 		}
+	}
+	if !validVersion(c.ClientVersion) {
+		return &ConfigError{"ClientVersion", fmt.Sprintf("%q is not a dotted numeric version: the agent compares it number by number to choose its behaviour (reference §8.1); use e.g. %q, or leave it empty", c.ClientVersion, DefaultClientVersion)}
 	}
 	if c.PortNumber < 0 || c.PortNumber > 65535 {
 		return &ConfigError{"PortNumber", "must be between 1 and 65535 (0 selects 22)"}
@@ -340,7 +350,7 @@ func (c *Config) validate() error {
 		}
 	}
 	if c.PingInterval > 0 && c.PingTimeout <= c.PingInterval {
-		return &ConfigError{"PingTimeout", fmt.Sprintf("%v is not longer than PingInterval (%v): an idle but healthy data channel would be taken for dead between pings; make it a few intervals (0 selects 60s, PingInterval 0 selects 20s)", c.PingTimeout, c.PingInterval)}
+		return &ConfigError{"PingTimeout", fmt.Sprintf("%v is not longer than PingInterval (%v): an idle but healthy data channel would be taken for dead between pings; make it a few intervals (0 selects 8s, PingInterval 0 selects 2s)", c.PingTimeout, c.PingInterval)}
 	}
 	if c.MinRTO > c.MaxRTO {
 		return &ConfigError{"MinRTO", "must not exceed MaxRTO"}
@@ -370,4 +380,52 @@ func validTarget(t string) error {
 		return &ConfigError{"Target", `"` + t + `" is not an instance id: want "i-" or "mi-" followed by 8-32 lowercase hex digits, e.g. "i-0123456789abcdef0", or a tag selector such as "tag:Name=etl-bastion"`}
 	}
 	return nil
+}
+
+// validVersion reports whether v is a dotted numeric version such as
+// "1.2.650.0": 1 to 4 numbers of at most 9 digits.
+func validVersion(v string) bool {
+	parts := strings.Split(v, ".")
+	if len(parts) > 4 {
+		return false
+	}
+	for _, p := range parts {
+		if p == "" || len(p) > 9 {
+			return false
+		}
+		for i := 0; i < len(p); i++ {
+			if p[i] < '0' || p[i] > '9' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// validRegion reports whether r looks like an AWS region name:
+// lowercase-letter words separated by dashes, the last one a number
+// ("us-east-1", "us-gov-west-1", "ap-southeast-5"). It only catches typos
+// and misplaced values (an endpoint URL, an availability zone); whether the
+// region exists is the service's answer.
+func validRegion(r string) bool {
+	parts := strings.Split(r, "-")
+	if len(r) > 32 || len(parts) < 3 {
+		return false
+	}
+	for i, p := range parts {
+		if p == "" {
+			return false
+		}
+		for j := 0; j < len(p); j++ {
+			c := p[j]
+			if i == len(parts)-1 {
+				if c < '0' || c > '9' {
+					return false
+				}
+			} else if c < 'a' || c > 'z' {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -35,9 +35,14 @@
 // an empty payload. When the WebSocket breaks, the session resumes
 // transparently while the service still knows it; the caller sees neither an
 // error nor a lost byte. When the service closes the channel, Read returns
-// the buffered data and then io.EOF, or a [*ChannelClosedError] carrying the
-// service's explanation (for example the agent's "Unable to connect to
-// specified port").
+// the buffered data and then a [*ChannelClosedError] carrying the service's
+// explanation, if any (for example the agent's "Unable to connect to
+// specified port"). Read never returns io.EOF: channel_closed does not tell
+// a target that closed the connection from a session terminated by someone
+// else, and a stream cut short must never look complete. Every ending
+// other than Close is reported by [Session.Done] and [Session.Err] at once
+// and returned by Read and Write; after Close they return [ErrClosed]
+// (which matches net.ErrClosed).
 //
 // Nothing in this package logs or returns tokens, keys or credentials.
 package ssm

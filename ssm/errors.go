@@ -35,7 +35,29 @@ var (
 	// ErrReconnect means the WebSocket broke and could not be re-established
 	// within Config.ResumeTimeout.
 	ErrReconnect = errors.New("ssm: data channel lost and could not be re-established")
+
+	// ErrCredentials is matched by a [*CredentialsError]: the local
+	// credentials provider failed, so no API call was made.
+	ErrCredentials = errors.New("ssm: cannot get AWS credentials")
 )
+
+// CredentialsError reports that Config.AWS.Credentials could not provide
+// credentials (no profile, expired SSO session, unreachable instance
+// metadata, ...). No request reached the service. It matches
+// [ErrCredentials] and unwraps to the provider's error.
+type CredentialsError struct {
+	Err error // the provider's error
+}
+
+func (e *CredentialsError) Error() string {
+	return "ssm: cannot get AWS credentials from the local provider (no request was sent; fix the credentials: AWS_PROFILE, aws sso login, environment variables or the instance role): " + e.Err.Error()
+}
+
+// Is reports whether target is [ErrCredentials].
+func (e *CredentialsError) Is(target error) bool { return target == ErrCredentials }
+
+// Unwrap returns the provider's error.
+func (e *CredentialsError) Unwrap() error { return e.Err }
 
 // closedError matches both ErrClosed and net.ErrClosed.
 type closedError struct{}

@@ -206,9 +206,11 @@ func TestTargetUnreachableReadReturnsServiceOutput(t *testing.T) {
 	}
 }
 
-// TestTargetCloseReadsBufferedDataThenEOF guards the end of a session the
-// target ends: buffered bytes first, then io.EOF.
-func TestTargetCloseReadsBufferedDataThenEOF(t *testing.T) {
+// TestTargetCloseReadsBufferedDataThenSessionTerminated guards the end of a
+// session the target ends: buffered bytes first, then an error matching
+// ErrSessionTerminated, never io.EOF (channel_closed looks the same when
+// someone else terminated the session mid-stream).
+func TestTargetCloseReadsBufferedDataThenSessionTerminated(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -228,8 +230,8 @@ func TestTargetCloseReadsBufferedDataThenEOF(t *testing.T) {
 	defer s.Close()
 	s.SetReadDeadline(time.Now().Add(10 * time.Second))
 	got, err := io.ReadAll(s)
-	if err != nil {
-		t.Fatalf("ReadAll: %v", err)
+	if err == nil || !errors.Is(err, ssm.ErrSessionTerminated) {
+		t.Fatalf("ReadAll: %v; want an error matching ErrSessionTerminated", err)
 	}
 	if string(got) != msg {
 		t.Fatalf("read %d bytes, want %d", len(got), len(msg))
@@ -377,4 +379,17 @@ func TestTLSEndpointAndRootCAs(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestCloseSaysGoodbyeWithCloseFrame guards a clean goodbye: Close sends
+// the TerminateSession flag and then a websocket close frame with code 1000,
+// so the service sees a normal closure, not 1006.
+func TestCloseSaysGoodbyeWithCloseFrame(t *testing.T) {
+	echo := startEcho(t, nil)
+	srv := newEmulator(t, ssmtest.Config{}, echo.addr())
+	s := dial(t, clientConfig(srv))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "a normal websocket closure", func() bool { return srv.Stats().WebsocketsClosedNormally == 1 })
 }

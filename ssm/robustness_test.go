@@ -230,7 +230,7 @@ func TestValidateReportsWhatDialRejects(t *testing.T) {
 		{"negative buffer", "ReadBuffer", func(c *ssm.Config) { c.ReadBuffer = -1 }},
 		{"negative timeout", "CloseTimeout", func(c *ssm.Config) { c.CloseTimeout = -time.Second }},
 		{"rto bounds crossed", "MinRTO", func(c *ssm.Config) { c.MinRTO = time.Minute }},
-		{"ping timeout below default interval", "PingTimeout", func(c *ssm.Config) { c.PingTimeout = 5 * time.Second }},
+		{"ping timeout below default interval", "PingTimeout", func(c *ssm.Config) { c.PingTimeout = time.Second }},
 		{"ping timeout equal to interval", "PingTimeout", func(c *ssm.Config) { c.PingInterval, c.PingTimeout = time.Second, time.Second }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -4,15 +4,14 @@ import (
 	"context"
 	crand "crypto/rand"
 	"encoding/binary"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -89,6 +88,8 @@ type Session struct {
 	closeOnce sync.Once
 	closeErr  error
 
+	progress atomic.Int64 // unix nanos of the last new stream message from the agent
+
 	mu           sync.Mutex
 	conn         *wsConn // nil while reconnecting
 	agentVersion string
@@ -159,6 +160,16 @@ func Dial(ctx context.Context, cfg Config) (*Session, error) {
 	}
 	api, release := c.API, func() {}
 	if api == nil {
+		// Ask the local provider first: its failure is not the service's
+		// answer and must not read like one. (Anonymous credentials make
+		// the SDK send unsigned requests; they have nothing to retrieve.)
+		anonymous := aws.IsCredentialsProvider(c.AWS.Credentials, aws.AnonymousCredentials{})
+		if _, err := c.AWS.Credentials.Retrieve(ctx); err != nil && !anonymous {
+			if cerr := ctx.Err(); cerr != nil {
+				return nil, fmt.Errorf("ssm: dial %s: %w", c.Target, cerr)
+			}
+			return nil, &CredentialsError{Err: err}
+		}
 		api, release = newAPI(&c)
 	}
 	if IsSelector(c.Target) || c.CheckTarget || c.StartStopped {
@@ -292,7 +303,14 @@ func (s *Session) failLocked(err error) {
 	close(s.done)
 	s.cancel()
 	if s.conn != nil {
-		s.conn.fail(err)
+		if s.closing {
+			// Close is under way: say goodbye and let runConn close the
+			// socket once the peer has (see there), so that no unread
+			// frame turns the close into a reset that drops the goodbye.
+			s.conn.goodbye()
+		} else {
+			s.conn.fail(err)
+		}
 	}
 	if s.holdTimer != nil {
 		s.holdTimer.Stop()
@@ -335,6 +353,23 @@ func (s *Session) Err() error {
 	return s.err
 }
 
+// LastProgress returns when the data channel last received a stream data
+// message from the agent, retransmissions and duplicates included (the
+// agent resends a message whose acknowledgement was lost); the zero time if
+// none yet.
+//
+// While it keeps moving the session is alive even if the stream is stalled
+// behind a gap: after a WebSocket loss the agent repairs lost messages one
+// per 100 ms (reference §6.5), so a protocol running over the session (SSH
+// keepalives, package sshx) may wait tens of seconds for a reply that is
+// queued behind the repair. sshx.Client consults it for that reason.
+func (s *Session) LastProgress() time.Time {
+	if n := s.progress.Load(); n != 0 {
+		return time.Unix(0, n)
+	}
+	return time.Time{}
+}
+
 // Stats returns a snapshot of the session's counters.
 func (s *Session) Stats() Stats {
 	s.mu.Lock()
@@ -369,9 +404,15 @@ func (s *Session) SetReadDeadline(t time.Time) error { s.rdl.set(t); return nil 
 // error matching os.ErrDeadlineExceeded.
 func (s *Session) SetWriteDeadline(t time.Time) error { s.wdl.set(t); return nil }
 
-// Read reads stream bytes from the target. After the service closed the
-// session it returns the buffered bytes, then io.EOF (or a
-// *ChannelClosedError when the service gave a reason).
+// Read reads stream bytes from the target. Once the session has ended it
+// returns the bytes already received, then why it ended: never io.EOF,
+// because the service's channel_closed does not say whether the target
+// closed the connection or the session was terminated (by TerminateSession,
+// a timeout, or the agent); a short stream must not look complete. The
+// error is a *ChannelClosedError (matching ErrSessionTerminated) after
+// channel_closed, one matching ErrSessionGone or ErrReconnect when the data
+// channel was lost for good, or ErrClosed (matching net.ErrClosed) after
+// Close.
 func (s *Session) Read(p []byte) (int, error) {
 	for {
 		if isClosed(s.rdl.wait()) {
@@ -412,13 +453,7 @@ func (s *Session) Read(p []byte) (int, error) {
 	}
 }
 
-func (s *Session) readErrLocked() error {
-	var cc *ChannelClosedError
-	if errors.As(s.err, &cc) && cc.Output == "" {
-		return io.EOF
-	}
-	return s.err
-}
+func (s *Session) readErrLocked() error { return s.err }
 
 // Write queues p for the target. It blocks while the write buffer is full.
 // The bytes are sent in messages of up to Config.MaxPayload bytes as soon as
@@ -493,6 +528,14 @@ func (s *Session) close() error {
 		s.mu.Unlock()
 		kick(s.wkick)
 		s.drain(ctx, min(s.cfg.CloseTimeout/4, time.Second), false)
+		// A clean goodbye: a close frame (1000) after the flag, so the
+		// gateway sees a normal closure rather than 1006.
+		s.mu.Lock()
+		c := s.conn
+		s.mu.Unlock()
+		if c != nil {
+			c.goodbye()
+		}
 	}
 	err := terminateSession(ctx, s.api, s.id)
 	s.fail(ErrClosed)
@@ -546,12 +589,42 @@ type wsConn struct {
 
 	lastDeadline time.Time // last write-deadline extension (holder of Session.wtok)
 
-	once sync.Once
-	err  error
+	draining atomic.Bool // a write failed: the reader only drains what is left
+	once     sync.Once
+	byeOnce  sync.Once
+	saidBye  atomic.Bool
+	err      error
 }
 
 func newWSConn(ws *websocket.Conn, bc *batchConn) *wsConn {
 	return &wsConn{ws: ws, bc: bc, dead: make(chan struct{})}
+}
+
+// goodbye sends a close frame (1000, normal closure), once, bounded by a
+// short deadline: the session is over, the socket is about to close.
+func (c *wsConn) goodbye() {
+	c.byeOnce.Do(func() {
+		c.saidBye.Store(true)
+		_ = c.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(200*time.Millisecond))
+	})
+}
+
+// drainTime bounds how long the reader may still take frames already
+// received after a write on the socket failed.
+const drainTime = 200 * time.Millisecond
+
+// drain gives the reader drainTime to read what is left in the socket; it
+// reports false if the connection is already dead.
+func (c *wsConn) drain() bool {
+	select {
+	case <-c.dead:
+		return false
+	default:
+	}
+	if !c.draining.Swap(true) {
+		_ = c.ws.UnderlyingConn().SetReadDeadline(time.Now().Add(drainTime))
+	}
+	return true
 }
 
 // fail marks the connection dead and closes the socket.

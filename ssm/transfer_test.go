@@ -32,8 +32,13 @@ func TestLargeTransferUnpacedLosesNoByte(t *testing.T) {
 // faultyTransfer echoes n bytes each way with the given faults and kills the
 // session's websocket wantKills times (once 1/3 and 2/3 of the bytes were
 // echoed back).
+//
+// Each kill loses 100 frames in the dying socket (ssmtest.Config.KillLoss;
+// the default, 480, is exercised by the tunnel package's 64 MiB test, whose
+// subject is the repair stall), so the stall per kill is ≈ 10 s and the
+// test stays about random faults.
 func faultyTransfer(t *testing.T, n int64, toClient, toAgent ssmtest.Faults, wantKills int) {
-	faultyTransferWith(t, transferOpts{emu: ssmtest.Config{Pacing: ssmtest.Unpaced}, timeout: 120 * time.Second},
+	faultyTransferWith(t, transferOpts{emu: ssmtest.Config{Pacing: ssmtest.Unpaced, KillLoss: 100}, timeout: 180 * time.Second},
 		n, toClient, toAgent, wantKills)
 }
 
@@ -150,6 +155,9 @@ func faultyTransferWith(t *testing.T, o transferOpts, n int64, toClient, toAgent
 //     this is not documented. Without it, every frame in the socket buffers
 //     at a kill (thousands, unpaced on loopback) is repaired by the agent
 //     alone, head-of-line, one per RTO (≈ 1 s with queueing), i.e. hours.
+//   - Each kill loses 100 frames in the dying socket (ssmtest.Config.KillLoss;
+//     the default, 480, and its 48 s repair stall are the subject of the
+//     tunnel package's 64 MiB test), so the time stays set by the random faults.
 //   - The client's ReorderBuffer is 100000 messages, the real agent's
 //     incoming capacity, so no frame the emulator delivers is refused while
 //     the agent repairs a gap: an unpaced agent races up to the whole 64 MiB
@@ -167,7 +175,7 @@ func TestLargeTransferSurvivesLossDuplicationReorderingAndKills(t *testing.T) {
 		return ssmtest.Faults{Seed: seed, Drop: 0.01, Duplicate: 0.01, Reorder: 0.01}
 	}
 	faultyTransferWith(t, transferOpts{
-		emu:        ssmtest.Config{Pacing: ssmtest.Unpaced, BufferWhileDisconnected: true},
+		emu:        ssmtest.Config{Pacing: ssmtest.Unpaced, BufferWhileDisconnected: true, KillLoss: 100},
 		client:     ssm.Config{ReorderBuffer: 100000},
 		timeout:    240 * time.Second,
 		killOnSent: true,

@@ -23,6 +23,9 @@ import (
 // maxFrame bounds one incoming WebSocket frame.
 const maxFrame = 16 << 20
 
+// goodbyeWait bounds the wait for the peer to close after our close frame.
+const goodbyeWait = 500 * time.Millisecond
+
 // fastRetransmitGap: a message is presumed lost once a message sent this
 // many sequence numbers later has been acknowledged (acks are per message,
 // so this works like SACK-based loss detection).
@@ -126,8 +129,11 @@ func (s *Session) supervise(c *wsConn) {
 
 		s.mu.Lock()
 		s.conn = nil
+		closing := s.closing
 		s.mu.Unlock()
-		if s.ctx.Err() != nil {
+		if s.ctx.Err() != nil || closing {
+			// Close is under way (it ends the session with ErrClosed):
+			// nothing to resume.
 			return
 		}
 		s.log.Warn("ssm: data channel lost, resuming", "err", err)
@@ -197,7 +203,8 @@ func (s *Session) requeueAllLocked() {
 // session ends.
 func (s *Session) runConn(c *wsConn) error {
 	var wg sync.WaitGroup
-	run := func(f func(*wsConn) error) {
+	readerDone := make(chan struct{})
+	run := func(f func(*wsConn) error, reader bool) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -205,17 +212,41 @@ func (s *Session) runConn(c *wsConn) error {
 			if err == nil {
 				err = errors.New("stopped")
 			}
+			if reader {
+				close(readerDone)
+			} else if c.drain() {
+				// The socket broke under a write, but frames the peer sent
+				// before it went away may still be in the receive buffer
+				// (channel_closed with the reason, data): let the reader
+				// take them before the socket is closed.
+				select {
+				case <-readerDone:
+				case <-c.dead:
+				case <-s.ctx.Done():
+				}
+			}
 			c.fail(err)
 		}()
 	}
-	run(s.readLoop)
-	run(s.writeLoop)
+	run(s.readLoop, true)
+	run(s.writeLoop, false)
 	if s.cfg.PingInterval > 0 {
-		run(s.pingLoop)
+		run(s.pingLoop, false)
 	}
 	select {
 	case <-c.dead:
 	case <-s.ctx.Done():
+		if c.saidBye.Load() {
+			// After our close frame, wait (briefly) for the peer to close
+			// and the reader to take everything left: closing a socket
+			// with unread data sends a reset, which can drop the goodbye.
+			t := time.NewTimer(goodbyeWait)
+			select {
+			case <-c.dead:
+			case <-t.C:
+			}
+			t.Stop()
+		}
 		c.fail(ErrClosed)
 	}
 	wg.Wait()
@@ -245,7 +276,7 @@ func (s *Session) readLoop(c *wsConn) error {
 	ws.SetReadLimit(maxFrame)
 	var lastExtend time.Time
 	extend := func() {
-		if s.cfg.PingInterval > 0 {
+		if s.cfg.PingInterval > 0 && !c.draining.Load() {
 			lastExtend = time.Now()
 			_ = ws.SetReadDeadline(lastExtend.Add(s.cfg.PingTimeout))
 		}
@@ -421,6 +452,9 @@ func (s *Session) handleAck(m *wire.Message) {
 // re-acknowledge duplicates; acknowledge everything accepted at once.
 func (s *Session) handleData(c *wsConn, m *wire.Message) (waited bool, err error) {
 	seq := m.SequenceNumber
+	// Any stream message, a retransmitted duplicate included, shows the
+	// agent is alive and repairing (LastProgress).
+	s.progress.Store(time.Now().UnixNano())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.paused = false

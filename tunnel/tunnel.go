@@ -27,6 +27,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -135,6 +136,12 @@ type Tunnel struct {
 
 	mu     sync.Mutex
 	closed bool
+	cause  error // why the tunnel is shutting down; set when closed is
+
+	// stopping is cancelled, with the cause, when shutdown starts: it ends
+	// dials in flight at once.
+	stopping context.Context
+	stop     context.CancelCauseFunc
 
 	shutOnce sync.Once
 	closing  chan struct{} // closed when shutdown starts
@@ -181,6 +188,7 @@ func Open(ctx context.Context, cfg Config) (*Tunnel, error) {
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	t.stopping, t.stop = context.WithCancelCause(context.Background())
 	if cfg.Mode == ModeDirect {
 		return t.openDirect(ctx)
 	}
@@ -211,6 +219,7 @@ func Open(ctx context.Context, cfg Config) (*Tunnel, error) {
 				s.close()
 			}
 		}
+		t.stop(err)
 		return nil, err
 	}
 	t.started = time.Now()
@@ -339,22 +348,26 @@ func (t *Tunnel) watch(s *session) {
 	case <-t.closing:
 		return
 	case <-s.client.Done():
+		// When the SSM session ended first, the SSH client's error
+		// (sshx.ErrConnectionLost) wraps the session's reason; when SSH
+		// ended first (keepalive), the session was closed by it and its
+		// own Err would only say "closed".
 		cause = s.client.Err()
-		if dc != nil {
-			// When the SSM session ended, SSH only saw EOF: prefer the
-			// session's reason if it is known by now.
+	case <-bastionDone:
+		cause = dc.Err()
+		if errors.Is(cause, net.ErrClosed) {
+			// The SSH client closed the session (keepalive timeout): only
+			// the client knows why.
 			select {
-			case <-bastionDone:
-				if err := dc.Err(); err != nil {
+			case <-s.client.Done():
+				if err := s.client.Err(); err != nil {
 					cause = err
 				}
-			case <-time.After(100 * time.Millisecond):
+			case <-time.After(t.cfg.CloseTimeout):
 			case <-t.closing:
 				return
 			}
 		}
-	case <-bastionDone:
-		cause = dc.Err()
 	}
 	if cause == nil {
 		cause = errors.New("connection closed")
@@ -368,36 +381,118 @@ func (t *Tunnel) watch(s *session) {
 // side) through the tunnel, as an SSH direct-tcpip channel on the session
 // with the fewest open connections. network is "tcp", "tcp4" or "tcp6".
 //
-// ctx bounds the dial only. The returned net.Conn supports deadlines, and
-// its RemoteAddr is addr as dialed, so that dialing RemoteAddr().String()
-// through the tunnel reaches the same server (pgx's cancel requests do).
-// After Close, or once the tunnel is down, it returns an error matching
-// [ErrClosed] or [ErrTunnelDown].
+// ctx bounds the dial only. The returned net.Conn supports deadlines and
+// CloseWrite, and its RemoteAddr is addr as dialed, so that dialing
+// RemoteAddr().String() through the tunnel reaches the same server (pgx's
+// cancel requests do).
+//
+// A bad network or address is reported before anything is sent, as a
+// *net.OpError wrapping an [*AddrError] (matching [ErrBadAddress]). After
+// Close, or once the tunnel is down, DialContext fails at once (a dial in
+// flight too) with an error matching [ErrClosed] or [ErrTunnelDown] that
+// wraps the cause.
+//
+// Read and Write of the returned conn return io.EOF only when the far end
+// closed the connection. When the tunnel ends under it they return, after
+// the data already received, a *net.OpError wrapping the tunnel's reason:
+// [ErrTunnelDown] with the cause (for instance sshx.ErrKeepaliveTimeout or
+// ssm.ErrSessionTerminated), or [ErrClosed] after Close.
 func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if err := checkDialAddr(network, addr); err != nil {
+		return nil, err
+	}
 	if t.direct != nil {
 		return t.direct.dial(ctx, network, addr)
 	}
 	t.mu.Lock()
 	if t.closed {
+		cause := t.cause
 		t.mu.Unlock()
-		return nil, t.closedErr()
+		return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("tunnel: dial %s: %w", addr, cause)}
 	}
 	s := t.pick()
 	s.pending.Add(1)
 	t.mu.Unlock()
 	defer s.pending.Add(-1)
 
-	c, err := s.client.DialContext(ctx, network, addr)
+	// A shutdown (Close, or another session failing) ends the dial at once.
+	dctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(t.stopping, func() { cancel(context.Cause(t.stopping)) })
+	defer stop()
+
+	c, err := s.client.DialContext(dctx, network, addr)
 	if err != nil {
-		select {
-		case <-t.closing:
-			return nil, fmt.Errorf("tunnel: dial %s: %w", addr, t.closedErr())
-		default:
+		if cause := t.shutdownCause(); cause != nil && ctx.Err() == nil {
+			return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("tunnel: dial %s: %w", addr, cause)}
+		}
+		if endsTunnel(err) {
+			return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("tunnel: dial %s: %w", addr, t.downErr(s, err))}
 		}
 		return nil, fmt.Errorf("tunnel: dial %s via session %s: %w", addr, s.id, err)
 	}
 	t.log.Debug("tunnel conn open", "session", s.id, "addr", addr)
-	return c, nil
+	return &conn{Conn: c, t: t, s: s}, nil
+}
+
+// shutdownCause returns why the tunnel is shutting down, or nil.
+func (t *Tunnel) shutdownCause() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.cause
+}
+
+// endsTunnel reports whether err from package sshx means the SSH
+// connection of a session ended (rather than one channel or a deadline).
+func endsTunnel(err error) bool {
+	return errors.Is(err, sshx.ErrConnectionLost) || errors.Is(err, sshx.ErrKeepaliveTimeout) || errors.Is(err, sshx.ErrClosed)
+}
+
+// downErr is the error for a connection or dial of session s that failed
+// with err because the session's SSH connection ended: the tunnel's cause
+// once it is shutting down, else ErrTunnelDown wrapping the SSH client's
+// reason (which wraps the SSM session's).
+func (t *Tunnel) downErr(s *session, err error) error {
+	if cause := t.shutdownCause(); cause != nil {
+		return cause
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		err = oe.Err
+	}
+	return fmt.Errorf("%w: session %s: %w", ErrTunnelDown, s.id, err)
+}
+
+// conn is a tunnelled connection: it turns the end of its session into
+// errors matching ErrTunnelDown (or ErrClosed after Close).
+type conn struct {
+	net.Conn // the sshx direct-tcpip conn
+	t        *Tunnel
+	s        *session
+}
+
+func (c *conn) mapErr(op string, err error) error {
+	if err == nil || err == io.EOF || !endsTunnel(err) {
+		return err
+	}
+	return &net.OpError{Op: op, Net: "tcp", Source: c.Conn.LocalAddr(), Addr: c.Conn.RemoteAddr(), Err: c.t.downErr(c.s, err)}
+}
+
+// Read reads from the far end; see DialContext for its errors.
+func (c *conn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	return n, c.mapErr("read", err)
+}
+
+// Write writes to the far end; see DialContext for its errors.
+func (c *conn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	return n, c.mapErr("write", err)
+}
+
+// CloseWrite half-closes the connection (the far end reads EOF).
+func (c *conn) CloseWrite() error {
+	return c.mapErr("close", c.Conn.(interface{ CloseWrite() error }).CloseWrite())
 }
 
 // load is the number of open and opening connections of s.
@@ -413,18 +508,6 @@ func (t *Tunnel) pick() *session {
 		}
 	}
 	return best
-}
-
-// closedErr is the error for operations after shutdown.
-func (t *Tunnel) closedErr() error {
-	select {
-	case <-t.done:
-		if t.err != nil {
-			return t.err
-		}
-	default:
-	}
-	return ErrClosed
 }
 
 // Stats returns a snapshot of the tunnel's activity.
@@ -456,8 +539,9 @@ func (t *Tunnel) sessionIDs() []string {
 	return ids
 }
 
-// Done returns a channel closed when the tunnel has shut down, by Close or
-// because a session ended.
+// Done returns a channel closed when the tunnel has shut down by Close, or
+// as soon as a session ended (closing the other sessions follows; Close
+// waits for that).
 func (t *Tunnel) Done() <-chan struct{} { return t.done }
 
 // Err returns nil while the tunnel is up; after Done is closed it returns
@@ -491,8 +575,17 @@ func (t *Tunnel) shutdown(cause error) {
 	t.shutOnce.Do(func() {
 		t.mu.Lock()
 		t.closed = true
+		t.cause = cause
 		t.mu.Unlock()
+		t.stop(cause)
 		close(t.closing)
+		failed := cause != ErrClosed
+		if failed {
+			// A failure is reported at once; closing the sessions (which
+			// may wait for a service that is gone) follows.
+			t.err = cause
+			close(t.done)
+		}
 
 		finished := make(chan error, 1)
 		go func() {
@@ -517,10 +610,22 @@ func (t *Tunnel) shutdown(cause error) {
 		case <-timer.C:
 			t.closeErr = fmt.Errorf("tunnel: close: sessions did not close within %v", t.cfg.CloseTimeout)
 		}
-		t.err = cause
-		close(t.done)
+		if !failed {
+			t.err = cause
+			close(t.done)
+		}
 		st := t.Stats()
 		t.log.Info("tunnel closed", "sessions", st.SessionIDs, "conns", st.TotalConns,
 			"sent", st.BytesSent, "received", st.BytesReceived, "cause", cause)
 	})
+}
+
+// closedErr is the error for operations after shutdown: its cause (an
+// error matching ErrTunnelDown, or ErrClosed after Close). t.mu must not be
+// held.
+func (t *Tunnel) closedErr() error {
+	if cause := t.shutdownCause(); cause != nil {
+		return cause
+	}
+	return ErrClosed
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -832,6 +833,47 @@ func TestEncryptedKeyPassphraseFromEnvironment(t *testing.T) {
 		})
 	}
 	f.waitNoSessions(t)
+}
+
+// TestForwardResetsLocalClientsWhenTheTunnelDies guards the loud end of a
+// forward: a local client in the middle of a download through a forward
+// whose session the service terminates sees a connection reset, never a
+// clean end of stream, and jumpless exits 3 naming the cause.
+func TestForwardResetsLocalClientsWhenTheTunnelDies(t *testing.T) {
+	download := testenv.TCPServer(t, func(c net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+		}
+	})
+	f := newFixture(t, false)
+	p, local := forwardAddr(t, f.env, f.args("forward", "-L", "0:"+download))
+	c, err := net.DialTimeout("tcp", local, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(60 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, 256<<10)); err != nil {
+		t.Fatalf("download through the forward: %v", err)
+	}
+	ids := f.emu.SessionIDs()
+	if len(ids) != 1 {
+		t.Fatalf("sessions %v, want one", ids)
+	}
+	f.emu.CloseChannel(ids[0], "session closed by an administrator")
+	n, err := io.Copy(io.Discard, c)
+	if err == nil || !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("local client read %d more bytes, then %v; want a connection reset, not a clean end", n, err)
+	}
+	if code := p.wait(60 * time.Second); code != 3 {
+		t.Fatalf("exit %d, want 3; stderr: %s", code, p.errOut())
+	}
+	if e := p.errOut(); !strings.Contains(e, "tunnel lost") || !strings.Contains(e, "session closed by an administrator") {
+		t.Errorf("stderr does not name the cause: %s", e)
+	}
 }
 
 // TestCheckDefaultsSSHUserToTheLocalUserForTheEmulator guards the local

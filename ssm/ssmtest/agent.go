@@ -515,6 +515,12 @@ func (a *agent) sendStream(pt wire.PayloadType, payload []byte, flags uint64) {
 	a.srv.st.agentSent.Add(1)
 	if !a.pause {
 		a.ss.fromAgent(b)
+		if a.ss.socketFull() {
+			// KillWebsocket: the service noticed the dead socket and
+			// pauses the agent (KillWebsocket sends pause_publication
+			// too, a moment later).
+			a.pause = true
+		}
 	}
 }
 

@@ -401,6 +401,9 @@ func (s *Server) sessionFromInput(body []byte) (*session, string, *apiError) {
 	}
 	id := *in.SessionID
 	ss := s.session(id)
+	if ss == nil && s.recentlyEnded(id) {
+		return nil, id, nil // forgotten, but known to have ended
+	}
 	if ss == nil {
 		return nil, id, &apiError{status: 400, code: "DoesNotExistException", message: fmt.Sprintf("Session with id %s does not exist.", id)}
 	}
@@ -412,7 +415,10 @@ func (s *Server) apiResumeSession(body []byte) (any, *apiError) {
 	if e != nil {
 		return nil, e
 	}
-	tok, ok := ss.newToken()
+	tok, ok := "", false
+	if ss != nil {
+		tok, ok = ss.newToken()
+	}
 	if !ok {
 		// Terminated or timed out: the plugin treats a nil TokenValue as
 		// "Session: ... timed out." (reference §2.3).
@@ -428,7 +434,9 @@ func (s *Server) apiTerminateSession(body []byte) (any, *apiError) {
 	if e != nil {
 		return nil, e
 	}
-	ss.finish(endTerminateAPI, "", false)
+	if ss != nil {
+		ss.finish(endTerminateAPI, "", false)
+	}
 	return sessionOutput{SessionID: &id}, nil
 }
 

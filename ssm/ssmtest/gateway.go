@@ -51,19 +51,42 @@ const (
 
 // clientConn is one client websocket attached to a session.
 type clientConn struct {
-	ws      *websocket.Conn
-	wmu     sync.Mutex
-	once    sync.Once
-	stalled atomic.Bool // StallWebsocket: the path is a black hole
+	ws         *websocket.Conn
+	wmu        sync.Mutex
+	once       sync.Once
+	stalled    atomic.Bool   // StallWebsocket: the path is a black hole
+	dying      atomic.Bool   // KillWebsocket: frames cross into a dead socket
+	peerClosed chan struct{} // closed when the reader stops (client close frame or error)
+	lost       atomic.Int64  // frames (both directions) lost while dying
+	lostAt     atomic.Int64  // unix nanos of the last one
+	limit      int64         // KillLoss: frames the dying socket holds
+	full       atomic.Bool   // the dying socket holds limit frames: the service has noticed
 }
 
 // errStalled is what write returns on a stalled websocket: the frame went
 // into the black hole.
 var errStalled = errors.New("ssmtest: websocket stalled")
 
+// loseInSocket counts a frame lost in the dying socket.
+func (c *clientConn) loseInSocket() {
+	if c.lost.Add(1) == c.limit {
+		c.full.Store(true)
+		c.close() // the socket's buffers are full: it dies now
+	}
+	c.lostAt.Store(time.Now().UnixNano())
+}
+
+// errDying is what write returns on a dying websocket: the frame went into
+// the kernel buffers of a socket that is about to die.
+var errDying = errors.New("ssmtest: websocket dying")
+
 func (c *clientConn) write(b []byte) error {
 	if c.stalled.Load() {
 		return errStalled
+	}
+	if c.dying.Load() {
+		c.loseInSocket()
+		return errDying
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
@@ -73,7 +96,7 @@ func (c *clientConn) write(b []byte) error {
 // pingHandler answers PINGs like gorilla/websocket's default handler (and
 // MGS), except on a stalled websocket, whose PINGs vanish.
 func (c *clientConn) pingHandler(data string) error {
-	if c.stalled.Load() {
+	if c.stalled.Load() || c.dying.Load() {
 		return nil
 	}
 	err := c.ws.WriteControl(websocket.PongMessage, []byte(data), time.Now().Add(time.Second))
@@ -238,7 +261,7 @@ func (s *Server) serveDataChannel(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) runDataChannel(id string, ws *websocket.Conn) {
-	cc := &clientConn{ws: ws}
+	cc := &clientConn{ws: ws, peerClosed: make(chan struct{})}
 	stop := context.AfterFunc(s.ctx, cc.close)
 	defer stop()
 	defer cc.close()
@@ -292,10 +315,19 @@ func (s *Server) runDataChannel(id string, ws *websocket.Conn) {
 	for {
 		mt, b, err := ws.ReadMessage()
 		if err != nil {
+			if websocket.IsCloseError(err, websocket.CloseNormalClosure) {
+				s.st.wsClosedNormally.Add(1)
+			}
+			close(cc.peerClosed)
 			return
 		}
 		if cc.stalled.Load() {
 			s.st.framesStalled.Add(1)
+			continue
+		}
+		if cc.dying.Load() {
+			cc.loseInSocket()
+			s.st.framesLostInSocket.Add(1)
 			continue
 		}
 		s.st.framesFromClient.Add(1)
@@ -532,6 +564,10 @@ func (ss *session) writeClient(b []byte) {
 			ss.srv.st.framesStalled.Add(1)
 			return
 		}
+		if errors.Is(err, errDying) {
+			ss.srv.st.framesLostInSocket.Add(1)
+			return
+		}
 		held := false
 		if ss.srv.cfg.BufferWhileDisconnected {
 			ss.mu.Lock()
@@ -608,25 +644,87 @@ func (ss *session) finish(why endReason, output string, failed bool) {
 		ss.client = nil
 		ss.mu.Unlock()
 		if cc != nil {
-			cc.close()
+			if why != endServerClosed {
+				// channel_closed was the last frame: half-close, so that
+				// the client reads it before the end of the stream (an
+				// abrupt close with the client's frames unread would send
+				// a reset, and the client's kernel would drop it), and
+				// give the client's own close (a close frame after its
+				// terminate flag, or its socket close) a moment, as a
+				// server completing a close handshake.
+				if cw, ok := cc.ws.UnderlyingConn().(interface{ CloseWrite() error }); ok {
+					cc.wmu.Lock()
+					_ = cw.CloseWrite()
+					cc.wmu.Unlock()
+				}
+				if !ss.srv.goTracked(func() {
+					t := time.NewTimer(time.Second)
+					defer t.Stop()
+					select {
+					case <-cc.peerClosed:
+					case <-t.C:
+					case <-ss.srv.ctx.Done():
+					}
+					cc.close()
+				}) {
+					cc.close()
+				}
+			} else {
+				cc.close()
+			}
 		}
+		ss.srv.forget(ss.id)
 	})
 }
 
 // KillWebsocket abruptly closes the client websocket of the session id (""
-// = every session), as a network failure would; frames in flight (in the
-// socket buffers) are lost unless Config.BufferWhileDisconnected keeps
-// the ones the agent sends afterwards. The session stays alive: the client resumes with ResumeSession and a
-// redial of the same StreamUrl. It returns how many websockets it closed.
+// = every session), as a network failure would. First the socket dies:
+// frames in either direction are lost in its buffers, up to Config.KillLoss
+// frames (see there); then the service notices, pauses the agent and
+// closes the connection. Frames the agent sends while the client is away
+// are lost too, unless Config.BufferWhileDisconnected keeps them. The
+// session stays alive: the client resumes with ResumeSession and a redial
+// of the same StreamUrl. It returns how many websockets it closed, once
+// they are closed.
 func (s *Server) KillWebsocket(sessionID string) int {
 	n := 0
-	for _, ss := range s.matching(sessionID) {
+	sessions := s.matching(sessionID)
+	dying := make(map[*session]*clientConn) // may have closed itself (full)
+	if loss := s.cfg.KillLoss; loss >= 0 {
+		if loss == 0 {
+			loss = DefaultKillLoss
+		}
+		for _, ss := range sessions {
+			ss.mu.Lock()
+			cc, ended := ss.client, ss.ended
+			ss.mu.Unlock()
+			if cc != nil && !ended {
+				cc.lostAt.Store(time.Now().UnixNano())
+				cc.limit = int64(loss)
+				cc.dying.Store(true)
+				dying[ss] = cc
+			}
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for _, cc := range dying {
+			for !cc.full.Load() && time.Now().Before(deadline) &&
+				time.Since(time.Unix(0, cc.lostAt.Load())) < 100*time.Millisecond {
+				time.Sleep(2 * time.Millisecond)
+			}
+		}
+	}
+	for _, ss := range sessions {
 		// The service sees its end of the connection go away at once: it
 		// detaches the client and pauses the agent before the socket
 		// closes, so only frames already in the socket buffers are lost.
 		ss.mu.Lock()
 		cc := ss.client
-		ss.client = nil
+		if d := dying[ss]; d != nil && (cc == nil || cc == d) {
+			cc = d
+		}
+		if cc == ss.client {
+			ss.client = nil
+		}
 		ended := ss.ended
 		ss.mu.Unlock()
 		if cc != nil {
@@ -690,4 +788,14 @@ func (s *Server) CloseChannel(sessionID, output string) {
 	for _, ss := range s.matching(sessionID) {
 		ss.finish(endChannelClosed, output, false)
 	}
+}
+
+// socketFull reports whether the client's dying socket holds all it can
+// (KillWebsocket): the service has noticed the loss, and the agent must
+// stop sending as if paused. Called with the agent's lock held.
+func (ss *session) socketFull() bool {
+	ss.mu.Lock()
+	cc := ss.client
+	ss.mu.Unlock()
+	return cc != nil && cc.full.Load()
 }

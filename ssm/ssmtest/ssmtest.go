@@ -66,6 +66,14 @@ const (
 	DefaultHandshakeTimeout = 15 * time.Second // agent: datachannel.go:51
 	DefaultDrainTimeout     = 2 * time.Second  // agent: datachannel.go:388-403
 	DefaultChunkSize        = 1024             // agent: StreamDataPayloadSize
+
+	// DefaultKillLoss is Config.KillLoss's default: the frames a dying
+	// socket takes with it. The real path lost about 700 agent frames when
+	// the client stalled for a second before a kill (a second of the
+	// agent's output in the kernel buffers on both sides); 480 is fewer,
+	// and enough that the agent's one-per-100 ms repair (≈ 48 s) outlasts
+	// an SSH keepalive interval plus its timeout (15 s + 30 s by default).
+	DefaultKillLoss = 480
 )
 
 // Config configures a Server. The zero value is usable (no targets, so every
@@ -187,6 +195,21 @@ type Config struct {
 	// the RTO reaches 1 s) — the pessimistic, source-backed behaviour.
 	BufferWhileDisconnected bool
 
+	// KillLoss is how many frames each KillWebsocket loses in the dying
+	// socket (its kernel buffers, on both sides) before the service
+	// notices: from the call, frames in either direction cross into the
+	// dead socket and are lost, until KillLoss frames were lost, or nothing
+	// crossed for 100 ms (an idle session has nothing in its buffers), or
+	// 2 s passed; then the agent stops sending, the socket closes and the
+	// service pauses the agent, as before. Agent frames lost that way, and
+	// those whose acknowledgement was lost, are repaired after the client
+	// resumes only by the agent's head-of-line retransmission, one message
+	// per 100 ms tick (reference §6.5): a stall of about KillLoss × 100 ms
+	// (with BufferWhileDisconnected the gateway replays them at once).
+	// 0: DefaultKillLoss (480). Negative: nothing is lost in the socket
+	// (kinder than a real path: for tests about something else).
+	KillLoss int
+
 	// IdleTimeout ends a session from the service side (channel_closed with
 	// Output IdleTimeoutOutput) when no stream data crossed the gateway in
 	// either direction for this long; acknowledges and pings do not count
@@ -270,10 +293,61 @@ type Server struct {
 	st     counters
 	mgs    mgsState // real agents attached through MGS (mgs.go)
 
+	blackholed atomic.Bool // Blackhole: the network path to the service is dead
+
+	// Ended sessions are forgotten (removed from sessions) so that a
+	// long-running emulator does not grow; the ids of the last
+	// maxEndedRemembered stay known, so that ResumeSession answers "no
+	// token" and TerminateSession succeeds for them as for an ended
+	// session, rather than DoesNotExistException. Guarded by mu.
+	ended     map[string]struct{}
+	endedRing []string
+	endedNext int
+
 	instances map[string]Instance     // s.mu
 	apiFaults map[string]*APIFault    // s.mu
 	secrets   map[string]*secretValue // s.mu
 	keysMu    sync.Mutex              // serializes authorized_keys rewrites
+}
+
+// maxEndedRemembered bounds the ids of ended sessions the server keeps.
+const maxEndedRemembered = 4096
+
+// forget removes an ended session, remembering its id (bounded).
+func (s *Server) forget(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.sessions[id]; !ok {
+		return
+	}
+	delete(s.sessions, id)
+	if s.ended == nil {
+		s.ended = make(map[string]struct{})
+	}
+	if len(s.endedRing) < maxEndedRemembered {
+		s.endedRing = append(s.endedRing, id)
+	} else {
+		delete(s.ended, s.endedRing[s.endedNext])
+		s.endedRing[s.endedNext] = id
+		s.endedNext = (s.endedNext + 1) % maxEndedRemembered
+	}
+	s.ended[id] = struct{}{}
+}
+
+// SessionCount returns how many sessions the server holds in memory: the
+// open ones and those still ending. Ended sessions are forgotten.
+func (s *Server) SessionCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// recentlyEnded reports whether id is a forgotten ended session.
+func (s *Server) recentlyEnded(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.ended[id]
+	return ok
 }
 
 // NewServer starts an emulator listening on Config.Addr (a free port on
@@ -392,7 +466,7 @@ func NewServer(cfg Config) (*Server, error) {
 	mux.HandleFunc("/v1/data-channel/", s.routeDataChannel)
 	mux.HandleFunc("/v1/control-channel/", s.serveControlChannel)
 	s.hs = &http.Server{
-		Handler:           mux,
+		Handler:           s.unlessBlackholed(mux),
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          slogErrorLog(s.log),
 	}
@@ -578,28 +652,30 @@ type Stats struct {
 	Resumes     int64 // successful ResumeSession calls that issued a token
 
 	// Websockets (client side of the gateway).
-	WebsocketsAccepted int64 // OpenDataChannel with a valid token
-	WebsocketsRejected int64 // closed for a bad first frame or token
-	WebsocketsKilled   int64 // closed by KillWebsocket
-	WebsocketsStalled  int64 // turned into a black hole by StallWebsocket
+	WebsocketsAccepted       int64 // OpenDataChannel with a valid token
+	WebsocketsRejected       int64 // closed for a bad first frame or token
+	WebsocketsKilled         int64 // closed by KillWebsocket
+	WebsocketsStalled        int64 // turned into a black hole by StallWebsocket
+	WebsocketsClosedNormally int64 // closed by the client with a close frame, code 1000 (anything else is an abnormal closure, 1006)
 
 	// Frames crossing the gateway.
-	FramesFromClient  int64 // frames read from client websockets (after the OpenDataChannel)
-	FramesToAgent     int64 // frames delivered to the agent (after ToAgent faults)
-	FramesFromAgent   int64 // frames the agent handed to the gateway for the client
-	FramesToClient    int64 // frames written to client websockets (after ToClient faults)
-	FramesMalformed   int64 // client frames dropped because they could not be decoded
-	FramesStalled     int64 // frames lost in either direction on a stalled websocket (StallWebsocket)
-	FramesLost        int64 // agent frames lost because no client websocket was connected or the write failed
-	FramesBuffered    int64 // agent frames held for a disconnected client (BufferWhileDisconnected)
-	FramesReplayed    int64 // held frames written to the client's next websocket
-	FramesDropped     int64 // dropped by fault injection (both directions)
-	FramesDuplicated  int64 // duplicated by fault injection
-	FramesReordered   int64 // held back and sent after the next frame by fault injection
-	FramesDelayed     int64 // delayed by fault injection
-	DigestsCorrupted  int64 // digests corrupted by fault injection
-	ControlToClient   int64 // service messages sent to the client (channel_closed, ...)
-	AgentSessionState int64 // agent_session_state messages consumed by the gateway (never forwarded)
+	FramesFromClient   int64 // frames read from client websockets (after the OpenDataChannel)
+	FramesToAgent      int64 // frames delivered to the agent (after ToAgent faults)
+	FramesFromAgent    int64 // frames the agent handed to the gateway for the client
+	FramesToClient     int64 // frames written to client websockets (after ToClient faults)
+	FramesMalformed    int64 // client frames dropped because they could not be decoded
+	FramesStalled      int64 // frames lost in either direction on a stalled websocket (StallWebsocket)
+	FramesLostInSocket int64 // frames lost in either direction in a dying socket (KillWebsocket, Config.KillLoss)
+	FramesLost         int64 // agent frames lost because no client websocket was connected or the write failed
+	FramesBuffered     int64 // agent frames held for a disconnected client (BufferWhileDisconnected)
+	FramesReplayed     int64 // held frames written to the client's next websocket
+	FramesDropped      int64 // dropped by fault injection (both directions)
+	FramesDuplicated   int64 // duplicated by fault injection
+	FramesReordered    int64 // held back and sent after the next frame by fault injection
+	FramesDelayed      int64 // delayed by fault injection
+	DigestsCorrupted   int64 // digests corrupted by fault injection
+	ControlToClient    int64 // service messages sent to the client (channel_closed, ...)
+	AgentSessionState  int64 // agent_session_state messages consumed by the gateway (never forwarded)
 
 	// Agent reliability layer.
 	AgentMessagesSent  int64 // output_stream_data messages (first transmissions)
@@ -644,7 +720,8 @@ type Stats struct {
 type counters struct {
 	sessionsOpen, sessionsStarted, sessionsEnded, sessionsTerminated, sessionsFailed  atomic.Int64
 	apiRequests, apiErrors, resumes                                                   atomic.Int64
-	wsAccepted, wsRejected, wsKilled, wsStalled, framesStalled                        atomic.Int64
+	wsAccepted, wsRejected, wsKilled, wsStalled, framesStalled, framesLostInSocket    atomic.Int64
+	wsClosedNormally                                                                  atomic.Int64
 	framesFromClient, framesToAgent, framesFromAgent, framesToClient, framesMalformed atomic.Int64
 	framesLost, framesDropped, framesDuplicated, framesReordered, framesDelayed       atomic.Int64
 	framesBuffered, framesReplayed                                                    atomic.Int64
@@ -667,7 +744,7 @@ func (s *Server) Stats() Stats {
 		SessionsFailed: c.sessionsFailed.Load(),
 		APIRequests:    c.apiRequests.Load(), APIErrors: c.apiErrors.Load(), Resumes: c.resumes.Load(),
 		WebsocketsAccepted: c.wsAccepted.Load(), WebsocketsRejected: c.wsRejected.Load(), WebsocketsKilled: c.wsKilled.Load(),
-		WebsocketsStalled: c.wsStalled.Load(), FramesStalled: c.framesStalled.Load(),
+		WebsocketsStalled: c.wsStalled.Load(), FramesStalled: c.framesStalled.Load(), FramesLostInSocket: c.framesLostInSocket.Load(), WebsocketsClosedNormally: c.wsClosedNormally.Load(),
 		FramesFromClient: c.framesFromClient.Load(), FramesToAgent: c.framesToAgent.Load(),
 		FramesFromAgent: c.framesFromAgent.Load(), FramesToClient: c.framesToClient.Load(),
 		FramesMalformed: c.framesMalformed.Load(), FramesLost: c.framesLost.Load(),
@@ -689,4 +766,29 @@ func (s *Server) Stats() Stats {
 		AgentsConnected: c.agentsConnected.Load(), AgentTasksCompleted: c.agentTasksCompleted.Load(),
 		FramesLostToAgent: c.framesLostToAgent.Load(), AgentDataChannels: c.agentDataChannels.Load(),
 	}
+}
+
+// Blackhole makes the network path to the service die silently, as a
+// dead NAT, VPN or firewall does: every client websocket turns into a black
+// hole (see StallWebsocket), and from now on every HTTP request (API calls,
+// data-channel dials) is accepted by TCP but never answered, until the
+// client gives up or the server closes. The sessions stay alive at the
+// service. It cannot be undone.
+func (s *Server) Blackhole() {
+	s.blackholed.Store(true)
+	s.StallWebsocket("")
+}
+
+// unlessBlackholed wraps h: after Blackhole, requests hang unanswered.
+func (s *Server) unlessBlackholed(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.blackholed.Load() {
+			select {
+			case <-r.Context().Done():
+			case <-s.ctx.Done():
+			}
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

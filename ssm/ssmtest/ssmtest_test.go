@@ -885,7 +885,11 @@ func TestKillWebsocketMidDownloadWithGatewayReplay(t *testing.T) {
 			const size = 8 << 20
 			payload := randBytes(size)
 			target := startTCP(t, func(c net.Conn) { _, _ = c.Write(payload) })
-			srv := newServer(t, ssmtest.Config{BufferWhileDisconnected: buffer, Targets: map[string]string{instance: target.ln.Addr().String()}})
+			// KillLoss 100: the dying socket's frames (and the
+			// acknowledgements lost with them) are repaired by the replay
+			// and the agent; the default's 48 s stall is the tunnel
+			// package's subject.
+			srv := newServer(t, ssmtest.Config{BufferWhileDisconnected: buffer, KillLoss: 100, Targets: map[string]string{instance: target.ln.Addr().String()}})
 			api, out := startSession(t, srv, instance)
 			c := dialRaw(t, srv, *out.StreamUrl, *out.TokenValue)
 			start := time.Now()
@@ -912,5 +916,37 @@ func TestKillWebsocketMidDownloadWithGatewayReplay(t *testing.T) {
 			t.Logf("8 MiB with a kill in %v: lost %d, buffered %d, replayed %d, retransmissions %d",
 				time.Since(start).Round(time.Millisecond), st.FramesLost, st.FramesBuffered, st.FramesReplayed, st.Retransmissions)
 		})
+	}
+}
+
+// TestEndedSessionsAreForgotten guards a long-running emulator's memory:
+// ended sessions leave the session map (the heap does not grow with every
+// session), while ResumeSession still answers "no token" and
+// TerminateSession still succeeds for a recently ended one.
+func TestEndedSessionsAreForgotten(t *testing.T) {
+	target := startTCP(t, func(c net.Conn) { _, _ = io.Copy(io.Discard, c) })
+	srv := newServer(t, ssmtest.Config{Targets: map[string]string{instance: target.ln.Addr().String()}})
+	api, out := startSession(t, srv, instance)
+	if _, err := api.TerminateSession(context.Background(), &ssmsdk.TerminateSessionInput{SessionId: out.SessionId}); err != nil {
+		t.Fatal(err)
+	}
+	for range 300 {
+		_, o := startSession(t, srv, instance)
+		if _, err := api.TerminateSession(context.Background(), &ssmsdk.TerminateSessionInput{SessionId: o.SessionId}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := srv.Stats().SessionsOpen; n != 0 {
+		t.Fatalf("%d sessions open", n)
+	}
+	if n := srv.SessionCount(); n != 0 {
+		t.Fatalf("the server still holds %d ended sessions", n)
+	}
+	r, err := api.ResumeSession(context.Background(), &ssmsdk.ResumeSessionInput{SessionId: out.SessionId})
+	if err != nil || r.TokenValue != nil {
+		t.Fatalf("ResumeSession of an ended session: token %v, %v; want no token, no error", r, err)
+	}
+	if _, err := api.TerminateSession(context.Background(), &ssmsdk.TerminateSessionInput{SessionId: out.SessionId}); err != nil {
+		t.Fatalf("TerminateSession of an ended session: %v", err)
 	}
 }

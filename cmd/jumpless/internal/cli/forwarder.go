@@ -151,12 +151,36 @@ func (f *forwarder) handle(local net.Conn, remote string) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_, _ = io.Copy(countWriter{rc, &f.sent}, local)
+		if _, err := io.Copy(countWriter{rc, &f.sent}, local); err != nil {
+			// The tunnel failed under the upload (or the local client
+			// reset): the local client must not take the cut for a clean
+			// end.
+			reset(local)
+			rc.Close()
+			return
+		}
 		closeWrite(rc)
 	}()
-	_, _ = io.Copy(countWriter{local, &f.received}, rc)
-	closeWrite(local)
+	if _, err := io.Copy(countWriter{local, &f.received}, rc); err != nil {
+		// Only the far end's EOF is a clean end (io.Copy returns nil for
+		// it); a tunnel that died (tunnel.ErrTunnelDown) or was closed is
+		// passed on as a reset, never as a FIN that would make a cut-off
+		// stream look complete.
+		reset(local)
+		rc.Close()
+	} else {
+		closeWrite(local)
+	}
 	<-done
+}
+
+// reset closes c with a TCP reset (RST) instead of a FIN when it is a TCP
+// connection: its peer's next read fails with "connection reset by peer".
+func reset(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
 }
 
 // closeWrite half-closes c (sends EOF, keeps reading) when it supports it.
@@ -173,8 +197,8 @@ func closeWrite(c net.Conn) {
 	}
 }
 
-// close stops accepting, closes every connection and waits for the
-// forwarder's goroutines.
+// close stops accepting, resets every connection still open (the tunnel is
+// going away under it) and waits for the forwarder's goroutines.
 func (f *forwarder) close() {
 	f.mu.Lock()
 	f.closed = true
@@ -188,7 +212,8 @@ func (f *forwarder) close() {
 		ln.Close()
 	}
 	for _, c := range conns {
-		c.Close()
+		// Connections still open are cut: local clients see a reset.
+		reset(c)
 	}
 	f.wg.Wait()
 }
