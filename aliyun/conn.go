@@ -14,6 +14,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/jumpless/jumpless/aliyun/internal/axt"
+	"github.com/jumpless/jumpless/internal/deadline"
 )
 
 // maxReadBuffer bounds the bytes received but not yet read; beyond it the
@@ -59,7 +60,7 @@ type Conn struct {
 	rkick  chan struct{}
 	rspace chan struct{}
 
-	rdl, wdl deadline
+	rdl, wdl deadline.Deadline
 
 	closing   chan struct{}
 	closeOnce sync.Once
@@ -87,8 +88,8 @@ func newConn(ws *websocket.Conn, s *Session, idx int) *Conn {
 		closing:  make(chan struct{}),
 		readDone: make(chan struct{}),
 		done:     make(chan struct{}),
-		rdl:      makeDeadline(),
-		wdl:      makeDeadline(),
+		rdl:      deadline.Make(),
+		wdl:      deadline.Make(),
 	}
 	c.rate.Store(s.cfg.UploadRate)
 	c.lastSent.Store(time.Now().UnixNano())
@@ -273,13 +274,13 @@ func (c *Conn) send(t axt.Type, payload []byte) error {
 	}
 	c.wbuf = b
 	c.seq++
-	if dl, ok := c.wdl.deadlineTime(); ok {
+	if dl, ok := c.wdl.At(); ok {
 		c.ws.SetWriteDeadline(dl)
 	} else {
 		c.ws.SetWriteDeadline(time.Time{})
 	}
 	if err := c.ws.WriteMessage(websocket.BinaryMessage, b); err != nil {
-		if isClosed(c.wdl.wait()) {
+		if deadline.IsClosed(c.wdl.Wait()) {
 			return os.ErrDeadlineExceeded
 		}
 		return c.lostError(err)
@@ -291,10 +292,10 @@ func (c *Conn) send(t axt.Type, payload []byte) error {
 // Read reads bytes the target sent. It never returns io.EOF (see Conn).
 func (c *Conn) Read(p []byte) (int, error) {
 	for {
-		if isClosed(c.closing) {
+		if deadline.IsClosed(c.closing) {
 			return 0, ErrClosed
 		}
-		if isClosed(c.rdl.wait()) {
+		if deadline.IsClosed(c.rdl.Wait()) {
 			return 0, os.ErrDeadlineExceeded
 		}
 		c.mu.Lock()
@@ -321,7 +322,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 		}
 		select {
 		case <-c.rkick:
-		case <-c.rdl.wait():
+		case <-c.rdl.Wait():
 		}
 	}
 }
@@ -334,7 +335,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	defer c.pmu.Unlock()
 	select {
 	case <-c.ready:
-	case <-c.wdl.wait():
+	case <-c.wdl.Wait():
 		return 0, os.ErrDeadlineExceeded
 	case <-c.closing:
 		return 0, ErrClosed
@@ -381,7 +382,7 @@ func (c *Conn) pace() error {
 	select {
 	case <-t.C:
 		return nil
-	case <-c.wdl.wait():
+	case <-c.wdl.Wait():
 		return os.ErrDeadlineExceeded
 	case <-c.closing:
 		return ErrClosed
@@ -398,7 +399,7 @@ func (c *Conn) Close() error {
 		dl, _ := ctx.Deadline()
 		alive := c.failed() == nil
 		c.ws.NetConn().SetWriteDeadline(dl) // unblock a write in flight by dl at the latest
-		c.wdl.set(dl)
+		c.wdl.Set(dl)
 		close(c.closing) // stops Write, the hold and the keepalive
 		if alive {
 			if err := c.send(axt.Close, []byte("1")); err == nil {
@@ -418,8 +419,8 @@ func (c *Conn) Close() error {
 		c.ws.Close()
 		c.wg.Wait()
 		c.fail(ErrClosed)
-		c.rdl.stop()
-		c.wdl.stop()
+		c.rdl.Stop()
+		c.wdl.Stop()
 		c.sess.connClosed(c)
 		if c.own && !c.sess.isClosing() {
 			c.closeErr = c.sess.closeCtx(ctx)
@@ -460,13 +461,13 @@ func (c *Conn) RemoteAddr() net.Addr { return c.sess.remoteAddr() }
 
 // SetDeadline sets both deadlines.
 func (c *Conn) SetDeadline(t time.Time) error {
-	c.rdl.set(t)
-	c.wdl.set(t)
+	c.rdl.Set(t)
+	c.wdl.Set(t)
 	return nil
 }
 
 // SetReadDeadline implements net.Conn.
-func (c *Conn) SetReadDeadline(t time.Time) error { c.rdl.set(t); return nil }
+func (c *Conn) SetReadDeadline(t time.Time) error { c.rdl.Set(t); return nil }
 
 // SetWriteDeadline implements net.Conn.
-func (c *Conn) SetWriteDeadline(t time.Time) error { c.wdl.set(t); return nil }
+func (c *Conn) SetWriteDeadline(t time.Time) error { c.wdl.Set(t); return nil }

@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/gorilla/websocket"
 
+	"github.com/jumpless/jumpless/internal/deadline"
 	"github.com/jumpless/jumpless/ssm/internal/wire"
 )
 
@@ -82,8 +83,8 @@ type Session struct {
 	hsDone chan struct{} // closed at HandshakeComplete
 	hsFail chan struct{} // closed when the handshake failed
 	done   chan struct{}
-	rdl    deadline
-	wdl    deadline
+	rdl    deadline.Deadline
+	wdl    deadline.Deadline
 
 	closeOnce sync.Once
 	closeErr  error
@@ -220,8 +221,8 @@ func newSession(c Config, api API, release func(), id, streamURL string) *Sessio
 		hsDone:    make(chan struct{}),
 		hsFail:    make(chan struct{}),
 		done:      make(chan struct{}),
-		rdl:       makeDeadline(),
-		wdl:       makeDeadline(),
+		rdl:       deadline.Make(),
+		wdl:       deadline.Make(),
 		rto:       newRTO(c.MinRTO, c.MaxRTO),
 		reorder:   make(map[int64]inMsg),
 		rng:       rand.NewChaCha8(seed),
@@ -283,8 +284,8 @@ func (s *Session) abort(err error) {
 	if terr := terminateSession(ctx, s.api, s.id); terr != nil {
 		s.log.Warn("ssm: TerminateSession after failed dial", "err", terr)
 	}
-	s.rdl.stop()
-	s.wdl.stop()
+	s.rdl.Stop()
+	s.wdl.Stop()
 	s.release()
 }
 
@@ -391,18 +392,18 @@ func (s *Session) RemoteAddr() net.Addr {
 
 // SetDeadline sets the read and write deadlines.
 func (s *Session) SetDeadline(t time.Time) error {
-	s.rdl.set(t)
-	s.wdl.set(t)
+	s.rdl.Set(t)
+	s.wdl.Set(t)
 	return nil
 }
 
 // SetReadDeadline sets the deadline for Read; expired Reads return an error
 // matching os.ErrDeadlineExceeded.
-func (s *Session) SetReadDeadline(t time.Time) error { s.rdl.set(t); return nil }
+func (s *Session) SetReadDeadline(t time.Time) error { s.rdl.Set(t); return nil }
 
 // SetWriteDeadline sets the deadline for Write; expired Writes return an
 // error matching os.ErrDeadlineExceeded.
-func (s *Session) SetWriteDeadline(t time.Time) error { s.wdl.set(t); return nil }
+func (s *Session) SetWriteDeadline(t time.Time) error { s.wdl.Set(t); return nil }
 
 // Read reads stream bytes from the target. Once the session has ended it
 // returns the bytes already received, then why it ended: never io.EOF,
@@ -415,7 +416,7 @@ func (s *Session) SetWriteDeadline(t time.Time) error { s.wdl.set(t); return nil
 // Close.
 func (s *Session) Read(p []byte) (int, error) {
 	for {
-		if isClosed(s.rdl.wait()) {
+		if deadline.IsClosed(s.rdl.Wait()) {
 			return 0, os.ErrDeadlineExceeded
 		}
 		s.mu.Lock()
@@ -447,7 +448,7 @@ func (s *Session) Read(p []byte) (int, error) {
 		}
 		select {
 		case <-s.rkick:
-		case <-s.rdl.wait():
+		case <-s.rdl.Wait():
 		case <-s.done:
 		}
 	}
@@ -461,7 +462,7 @@ func (s *Session) readErrLocked() error { return s.err }
 func (s *Session) Write(p []byte) (int, error) {
 	n := 0
 	for len(p) > 0 {
-		if isClosed(s.wdl.wait()) {
+		if deadline.IsClosed(s.wdl.Wait()) {
 			return n, os.ErrDeadlineExceeded
 		}
 		s.mu.Lock()
@@ -491,7 +492,7 @@ func (s *Session) Write(p []byte) (int, error) {
 		s.mu.Unlock()
 		select {
 		case <-s.wspace:
-		case <-s.wdl.wait():
+		case <-s.wdl.Wait():
 		case <-s.done:
 		}
 	}
@@ -540,8 +541,8 @@ func (s *Session) close() error {
 	err := terminateSession(ctx, s.api, s.id)
 	s.fail(ErrClosed)
 	s.wg.Wait()
-	s.rdl.stop()
-	s.wdl.stop()
+	s.rdl.Stop()
+	s.wdl.Stop()
 	s.release()
 	if err != nil {
 		s.log.Debug("ssm: TerminateSession", "err", err)

@@ -15,6 +15,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/jumpless/jumpless/aliyun/internal/axt"
+	"github.com/jumpless/jumpless/internal/testca"
 )
 
 // The server side a real Cloud Assistant agent talks to (protocol §1,
@@ -29,7 +30,7 @@ type agentLeg struct {
 	s   *Server
 	ln  net.Listener
 	srv *http.Server
-	ca  *testCA
+	ca  *testca.CA
 
 	mu       sync.Mutex
 	notify   *websocket.Conn
@@ -40,7 +41,7 @@ type agentLeg struct {
 }
 
 func (s *Server) startAgentLeg() error {
-	ca, err := newCA(net.IPv4(127, 0, 0, 1))
+	ca, err := testca.New("aliyuntest", net.IPv4(127, 0, 0, 1))
 	if err != nil {
 		return err
 	}
@@ -62,7 +63,7 @@ func (s *Server) startAgentLeg() error {
 	a.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
 		// The agent's heart-beat tries plain http first (measured): quiet the TLS server's complaint.
 		ErrorLog:  log.New(io.Discard, "", 0),
-		TLSConfig: &tls.Config{Certificates: []tls.Certificate{ca.leaf}, MinVersion: tls.VersionTLS12}}
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{ca.Leaf}, MinVersion: tls.VersionTLS12}}
 	s.agent = a
 	s.wg.Add(1)
 	go func() {
@@ -87,7 +88,7 @@ func (s *Server) CACertPEM() []byte {
 	if s.agent == nil {
 		return nil
 	}
-	return s.agent.ca.pem
+	return s.agent.ca.PEM
 }
 
 // AgentConnected is closed when the real agent's notify websocket is up.

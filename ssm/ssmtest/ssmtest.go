@@ -21,6 +21,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/gorilla/websocket"
+
+	"github.com/jumpless/jumpless/internal/testca"
 )
 
 // Pacing selects how the emulated agent paces target → client data.
@@ -442,17 +444,17 @@ func NewServer(cfg Config) (*Server, error) {
 	scheme, wsScheme := "http", "ws"
 	s.tr = &http.Transport{ForceAttemptHTTP2: false, MaxIdleConnsPerHost: 16, IdleConnTimeout: 30 * time.Second}
 	if cfg.TLS {
-		ca, err := newCA(host)
+		ca, err := testca.New("ssmtest", host)
 		if err != nil {
 			ln.Close()
 			s.cancel()
 			return nil, err
 		}
-		s.pool = ca.pool
-		s.caPEM = ca.pem
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{ca.leaf}, MinVersion: tls.VersionTLS12})
+		s.pool = ca.Pool
+		s.caPEM = ca.PEM
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{ca.Leaf}, MinVersion: tls.VersionTLS12})
 		scheme, wsScheme = "https", "wss"
-		s.tr.TLSClientConfig = &tls.Config{RootCAs: ca.pool, MinVersion: tls.VersionTLS12}
+		s.tr.TLSClientConfig = &tls.Config{RootCAs: ca.Pool, MinVersion: tls.VersionTLS12}
 	}
 	s.ln = ln
 	s.listenAddr = hostPort

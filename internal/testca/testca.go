@@ -1,4 +1,6 @@
-package aliyuntest
+// Package testca generates the throwaway CA and server certificate the
+// emulators (ssmtest, aliyuntest) serve TLS with on loopback.
+package testca
 
 import (
 	"crypto/ecdsa"
@@ -14,25 +16,26 @@ import (
 	"time"
 )
 
-// testCA is a CA generated for one Server and the leaf certificate (for
-// 127.0.0.1, ::1 and localhost) the server presents.
-type testCA struct {
-	pool *x509.CertPool
-	pem  []byte
-	leaf tls.Certificate
+// CA is a CA generated for one test server and the leaf certificate (for
+// 127.0.0.1, ::1, localhost and the host given to New) the server presents.
+type CA struct {
+	Pool *x509.CertPool  // holds the CA: a client's RootCAs
+	PEM  []byte          // the CA certificate, PEM (SSL_CERT_FILE for a real peer)
+	Leaf tls.Certificate // the server's certificate chain and key
 }
 
-// newCA generates a CA and a server certificate for 127.0.0.1, ::1,
-// localhost and host.
-func newCA(host net.IP) (*testCA, error) {
+// New generates a CA and a server certificate for 127.0.0.1, ::1,
+// localhost and host (nil: none more). name ("ssmtest") names the CA and
+// prefixes errors.
+func New(name string, host net.IP) (*CA, error) {
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("aliyuntest: CA key: %w", err)
+		return nil, fmt.Errorf(name+": CA key: %w", err)
 	}
 	now := time.Now()
 	caTmpl := &x509.Certificate{
 		SerialNumber:          serial(),
-		Subject:               pkix.Name{CommonName: "aliyuntest CA", Organization: []string{"jumpless aliyuntest"}},
+		Subject:               pkix.Name{CommonName: name + " CA", Organization: []string{"jumpless " + name}},
 		NotBefore:             now.Add(-time.Hour),
 		NotAfter:              now.Add(24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
@@ -42,15 +45,15 @@ func newCA(host net.IP) (*testCA, error) {
 	}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
-		return nil, fmt.Errorf("aliyuntest: CA certificate: %w", err)
+		return nil, fmt.Errorf(name+": CA certificate: %w", err)
 	}
 	caCert, err := x509.ParseCertificate(caDER)
 	if err != nil {
-		return nil, fmt.Errorf("aliyuntest: CA certificate: %w", err)
+		return nil, fmt.Errorf(name+": CA certificate: %w", err)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("aliyuntest: server key: %w", err)
+		return nil, fmt.Errorf(name+": server key: %w", err)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
@@ -64,14 +67,14 @@ func newCA(host net.IP) (*testCA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
 	if err != nil {
-		return nil, fmt.Errorf("aliyuntest: server certificate: %w", err)
+		return nil, fmt.Errorf(name+": server certificate: %w", err)
 	}
 	pool := x509.NewCertPool()
 	pool.AddCert(caCert)
-	return &testCA{
-		pool: pool,
-		pem:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
-		leaf: tls.Certificate{Certificate: [][]byte{der, caDER}, PrivateKey: key},
+	return &CA{
+		Pool: pool,
+		PEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
+		Leaf: tls.Certificate{Certificate: [][]byte{der, caDER}, PrivateKey: key},
 	}, nil
 }
 
