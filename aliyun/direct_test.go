@@ -2,8 +2,6 @@ package aliyun_test
 
 import (
 	"context"
-	"crypto/md5"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
@@ -11,8 +9,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/jackc/pgx/v5"
 
 	"github.com/jumpless/jumpless/aliyun"
 	"github.com/jumpless/jumpless/aliyun/aliyuntest"
@@ -72,34 +68,7 @@ func TestDirectModePostgresCopy100kRows(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bounded(func(c context.Context) { conn.Close(c) })
-	tbl := table("dcopy")
-	if _, err := conn.Exec(c, "CREATE TABLE "+tbl+" (id int PRIMARY KEY, n bigint NOT NULL, v text NOT NULL)"); err != nil {
-		t.Fatal(err)
-	}
-	defer bounded(func(c context.Context) { conn.Exec(c, "DROP TABLE "+tbl) })
-	const rows = 100_000
-	var sum int64
-	h := md5.New()
-	src := make([][]any, rows)
-	for i := range rows {
-		n := int64(i)*7919 - 3
-		v := fmt.Sprintf("row-%d-%x", i, i*2654435761)
-		sum += n
-		h.Write([]byte(v))
-		src[i] = []any{int32(i), n, v}
-	}
-	copied, err := conn.CopyFrom(c, pgx.Identifier{tbl}, []string{"id", "n", "v"}, pgx.CopyFromRows(src))
-	if err != nil || copied != rows {
-		t.Fatalf("CopyFrom = %d, %v", copied, err)
-	}
-	var count, gotSum int64
-	var gotMD5 string
-	if err := conn.QueryRow(c, "SELECT count(*), sum(n)::bigint, md5(string_agg(v, '' ORDER BY id)) FROM "+tbl).Scan(&count, &gotSum, &gotMD5); err != nil {
-		t.Fatal(err)
-	}
-	if count != rows || gotSum != sum || gotMD5 != hex.EncodeToString(h.Sum(nil)) {
-		t.Fatalf("server has count=%d sum=%d md5=%s", count, gotSum, gotMD5)
-	}
+	copy100kRowsAndVerify(t, c, conn, "dcopy")
 }
 
 func TestDirectMode16ConcurrentConnections(t *testing.T) {

@@ -152,7 +152,14 @@ func TestSSHModePostgresCopy100kRows(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer bounded(func(c context.Context) { conn.Close(c) })
-	tbl := table("copy")
+	copy100kRowsAndVerify(t, c, conn, "copy")
+}
+
+// copy100kRowsAndVerify copies 100 000 rows into a fresh table through conn
+// and checks count, sum and md5 on the server.
+func copy100kRowsAndVerify(t *testing.T, c context.Context, conn *pgx.Conn, prefix string) {
+	t.Helper()
+	tbl := table(prefix)
 	if _, err := conn.Exec(c, "CREATE TABLE "+tbl+" (id int PRIMARY KEY, n bigint NOT NULL, v text NOT NULL)"); err != nil {
 		t.Fatal(err)
 	}
