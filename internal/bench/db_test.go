@@ -182,7 +182,7 @@ func heapNow() (heap uint64, goroutines int) {
 }
 
 // openToFirstQuery times tunnel.Open + pgx connect + SELECT 1.
-func openToFirstQuery(tb testing.TB, cfg tunnel.Config) time.Duration {
+func openToFirstQuery(tb testing.TB, cfg tunnel.Config, dsn string) time.Duration {
 	ctx := context.Background()
 	t0 := time.Now()
 	tun, err := tunnel.Open(ctx, cfg)
@@ -190,7 +190,7 @@ func openToFirstQuery(tb testing.TB, cfg tunnel.Config) time.Duration {
 		tb.Fatal(err)
 	}
 	defer tun.Close()
-	conn, err := dialer.ConnectPgx(ctx, tun, testenv.PostgresDSN(tb))
+	conn, err := dialer.ConnectPgx(ctx, tun, dsn)
 	if err != nil {
 		tb.Fatal(err)
 	}

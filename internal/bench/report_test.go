@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"runtime"
 	"slices"
@@ -203,8 +204,9 @@ func BenchmarkReport(b *testing.B) {
 	var rep report
 	rep.load = loadAverage()
 	if os.Getenv("JUMPLESS_BENCH_ONLY") == "open" { // for before/after comparisons
-		o0, o30 := r.openTimes(b, 5)
-		b.Logf("open to first query: %.0f ms, with 30 ms delay %.0f ms: %.1f round trips", 1000*o0, 1000*o30, (o30-o0)/0.060)
+		for _, o := range r.openTimes(b, 5) {
+			b.Logf("%-60s %5.0f ms, with 30 ms delay %5.0f ms: %4.1f round trips", o.name, 1000*o.t0, 1000*o.t30, o.roundTrips())
+		}
 		return
 	}
 	if os.Getenv("JUMPLESS_BENCH_ONLY") == "realistic" { // for profiling
@@ -302,7 +304,7 @@ func BenchmarkReport(b *testing.B) {
 	rep.directKiB, rep.directGoroutines = idleHeap(b, &nd, 16)
 	tunI.Close()
 
-	rep.open0, rep.open30 = r.openTimes(b, rounds)
+	rep.open, rep.openRounds = r.openTimes(b, rounds), rounds
 	rep.write(b, outDir)
 }
 
@@ -328,8 +330,20 @@ type report struct {
 	idleTunnelGoroutines        int
 	connKiB, connGoroutines     float64
 	directKiB, directGoroutines float64
-	open0, open30               float64 // seconds
+	open                        []openRow
+	openRounds                  int
 }
+
+// openRow is one way of reaching the first query: Open → first result
+// without (t0) and with (t30) 30 ms one-way delay in front of the service,
+// medians in seconds.
+type openRow struct {
+	name    string
+	t0, t30 float64
+}
+
+// roundTrips is the number of 60 ms round trips the delay added.
+func (o openRow) roundTrips() float64 { return (o.t30 - o.t0) / 0.060 }
 
 func loadAverage() string {
 	b, err := os.ReadFile("/proc/loadavg")
@@ -339,16 +353,56 @@ func loadAverage() string {
 	return string(b[:len(b)-1])
 }
 
-// openTimes returns the medians of rounds alternated measurements of Open →
-// first query, without and with 30 ms one-way delay in front of the
-// service (the data channel and the API; sshd and the database sit behind
-// the agent, as in a VPC).
-func (r *rig) openTimes(b *testing.B, rounds int) (open0, open30 float64) {
+// openTimes returns, per variant (tunnel mode × pgx sslmode), the medians
+// of rounds alternated measurements of Open → first query, without and
+// with 30 ms one-way delay in front of the service (the data channel and
+// the API; sshd and the database sit behind the agent, as in a VPC).
+// "pgx defaults" is the DSN without sslmode, i.e. sslmode=prefer: an
+// SSLRequest, and, since the test server has ssl=on, a TLS handshake with
+// PostgreSQL through the tunnel.
+func (r *rig) openTimes(b *testing.B, rounds int) []openRow {
 	delayed := startChild(b, childSpec{SSHD: r.sshd.Addr, Pacing: ssmtest.Unpaced, DelayMS: 30})
-	var d0, d30 []float64
-	for range rounds {
-		d0 = append(d0, openToFirstQuery(b, r.tunnelConfig(r.unpaced, 1, 0)).Seconds())
-		d30 = append(d30, openToFirstQuery(b, r.tunnelConfig(delayed, 1, 0)).Seconds())
+	disable := testenv.PostgresDSN(b)
+	defaults, err := withoutSSLMode(disable)
+	if err != nil {
+		b.Fatal(err)
 	}
-	return median(d0), median(d30)
+	direct := func(c *child) tunnel.Config {
+		return tunnel.Config{Mode: tunnel.ModeDirect, SSM: ssm.Config{AWS: c.awsConfig(), RootCAs: c.pool, Target: target}}
+	}
+	variants := []struct {
+		name string
+		cfg  func(*child) tunnel.Config
+		dsn  string
+	}{
+		{"ModeSSH (library default), pgx sslmode=disable", func(c *child) tunnel.Config { return r.tunnelConfig(c, 1, 0) }, disable},
+		{"ModeSSH (library default), pgx defaults (sslmode=prefer)", func(c *child) tunnel.Config { return r.tunnelConfig(c, 1, 0) }, defaults},
+		{"ModeDirect (CLI default without SSH flags), pgx sslmode=disable", direct, disable},
+		{"ModeDirect (CLI default without SSH flags), pgx defaults (sslmode=prefer)", direct, defaults},
+	}
+	d0 := make([][]float64, len(variants))
+	d30 := make([][]float64, len(variants))
+	for range rounds {
+		for i, v := range variants {
+			d0[i] = append(d0[i], openToFirstQuery(b, v.cfg(r.unpaced), v.dsn).Seconds())
+			d30[i] = append(d30[i], openToFirstQuery(b, v.cfg(delayed), v.dsn).Seconds())
+		}
+	}
+	rows := make([]openRow, len(variants))
+	for i, v := range variants {
+		rows[i] = openRow{name: v.name, t0: median(d0[i]), t30: median(d30[i])}
+	}
+	return rows
+}
+
+// withoutSSLMode returns dsn (a URL) without its sslmode parameter.
+func withoutSSLMode(dsn string) (string, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "", err
+	}
+	q := u.Query()
+	q.Del("sslmode")
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }
