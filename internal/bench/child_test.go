@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"sync"
 	"testing"
 	"time"
@@ -59,6 +60,19 @@ func runChild(specJSON string) error {
 	var spec childSpec
 	if err := json.Unmarshal([]byte(specJSON), &spec); err != nil {
 		return err
+	}
+	if path := os.Getenv("JUMPLESS_BENCH_CHILD_CPUPROFILE"); path != "" && spec.DelayMS == 0 {
+		// A CPU profile of the child (emulator, source, sink) until the
+		// parent closes stdin; one file per pacing.
+		f, err := os.Create(fmt.Sprintf("%s.%d", path, spec.Pacing))
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	cfg := ssmtest.Config{Targets: map[string]string{target: spec.SSHD}, Pacing: spec.Pacing, TLS: true}
 	var front net.Listener

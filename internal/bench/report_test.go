@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -48,6 +51,29 @@ type result struct {
 	mibps        float64
 	cpuPerGiB    float64 // CPU-s per GiB moved, benchmark process only
 	allocsPerMsg float64 // heap allocations per 1 KiB moved
+	childPerGiB  float64 // CPU-s per GiB of the child (emulator, source, sink)
+	cores        float64 // the client's CPU time / wall time
+	childCores   float64 // the child's CPU time / wall time
+}
+
+// cpuOf returns the CPU time (user + system) of process pid from
+// /proc/pid/stat (clock ticks of 10 ms), or 0 if it cannot be read.
+func cpuOf(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	i := bytes.LastIndexByte(b, ')') // the command name may hold spaces
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:])) // f[0] is field 3 (state)
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // transfer moves n bytes (down: source → client; up: client → sink) over
@@ -69,6 +95,8 @@ func transfer(tb testing.TB, dial dialFunc, c *child, down bool, n int64, conns 
 		cs[i] = conn
 	}
 	runtime.GC()
+	pid := c.cmd.Process.Pid
+	c0 := cpuOf(pid)
 	u0, t0 := now(), time.Now()
 	var wg sync.WaitGroup
 	errs := make(chan error, conns)
@@ -115,6 +143,7 @@ func transfer(tb testing.TB, dial dialFunc, c *child, down bool, n int64, conns 
 	}
 	wg.Wait()
 	el, u1 := time.Since(t0), now()
+	c1 := cpuOf(pid)
 	close(errs)
 	for err := range errs {
 		tb.Fatal(err)
@@ -124,6 +153,9 @@ func transfer(tb testing.TB, dial dialFunc, c *child, down bool, n int64, conns 
 		mibps:        moved / mib / el.Seconds(),
 		cpuPerGiB:    (u1.cpu - u0.cpu).Seconds() / (moved / (1 << 30)),
 		allocsPerMsg: float64(u1.allocs-u0.allocs) / (moved / 1024),
+		childPerGiB:  (c1 - c0).Seconds() / (moved / (1 << 30)),
+		cores:        (u1.cpu - u0.cpu).Seconds() / el.Seconds(),
+		childCores:   (c1 - c0).Seconds() / el.Seconds(),
 	}
 }
 
@@ -177,11 +209,12 @@ func median(xs []float64) float64 {
 }
 
 func medianResult(rs []result) result {
-	var a, b, c []float64
+	var a, b, c, d, e, f []float64
 	for _, r := range rs {
 		a, b, c = append(a, r.mibps), append(b, r.cpuPerGiB), append(c, r.allocsPerMsg)
+		d, e, f = append(d, r.childPerGiB), append(e, r.cores), append(f, r.childCores)
 	}
-	return result{median(a), median(b), median(c)}
+	return result{median(a), median(b), median(c), median(d), median(e), median(f)}
 }
 
 // BenchmarkReport runs every comparison once (rows alternate within rounds)
@@ -265,7 +298,7 @@ func BenchmarkReport(b *testing.B) {
 	}
 	if os.Getenv("JUMPLESS_BENCH_ONLY") == "unpaced" { // for before/after comparisons
 		for _, r := range rep.unpaced {
-			b.Logf("%-52s %7.1f MiB/s %5.2fx %6.2f CPU-s/GiB %6.3f allocs/KiB", r.name, r.res.mibps, r.vsSSH, r.res.cpuPerGiB, r.res.allocsPerMsg)
+			b.Logf("%-52s %7.1f MiB/s %5.2fx %6.2f CPU-s/GiB %6.3f allocs/KiB; cores: client %.2f, child %.2f (%.2f CPU-s/GiB)", r.name, r.res.mibps, r.vsSSH, r.res.cpuPerGiB, r.res.allocsPerMsg, r.res.cores, r.res.childCores, r.res.childPerGiB)
 		}
 		return
 	}

@@ -1,6 +1,7 @@
 package ssmtest
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -372,22 +373,50 @@ func (a *agent) writePump(c net.Conn) (endReason, string, bool) {
 	buf := make([]byte, cfg.ChunkSize)
 	var pc pacer
 	pc.realistic = cfg.Pacing == Realistic
+	// Unpaced: read the target through a buffer and hold the client's
+	// websocket while more is buffered, so that a burst leaves in one
+	// socket write (holdConn). Frames stay ≤ ChunkSize, as the agent's.
+	var br *bufio.Reader
+	var rd io.Reader = c
+	if cfg.Pacing == Unpaced {
+		br = bufio.NewReaderSize(c, 64<<10)
+		rd = br
+	}
+	release := func() {}
+	held := false
+	defer func() {
+		if held {
+			release()
+		}
+	}()
 	for {
 		if a.stopped() {
 			return a.stopWhy, a.stopOut, a.stopFail
 		}
 		if a.isPaused() {
+			if held {
+				release()
+				held = false
+			}
 			if !a.sleep(pausedLoopSleep) {
 				return a.stopWhy, a.stopOut, a.stopFail
 			}
 			continue
 		}
-		n, err := c.Read(buf)
+		n, err := rd.Read(buf)
 		if n > 0 {
 			t0 := time.Now()
 			p := make([]byte, n)
 			copy(p, buf[:n])
+			more := br != nil && br.Buffered() > 0
+			if more && !held {
+				release, held = a.ss.holdClient(), true
+			}
 			a.sendStream(wire.PayloadOutput, p, wire.FlagsNone)
+			if held && !more {
+				release()
+				held = false
+			}
 			st.bytesFromTarget.Add(int64(n))
 			pc.pace()
 			st.pacedMessages.Add(1)
@@ -416,6 +445,12 @@ func (a *agent) writePump(c net.Conn) (endReason, string, bool) {
 					return a.stopWhy, a.stopOut, a.stopFail
 				}
 				c = nc
+				if br != nil {
+					br.Reset(c)
+					rd = br
+				} else {
+					rd = c
+				}
 				continue
 			}
 			// SSH / non-LPF basic: EOF is success, any other read error
@@ -579,12 +614,31 @@ func (a *agent) resender() {
 
 // reader processes client frames in order, like the agent's websocket reader.
 func (a *agent) reader() {
+	// Unpaced: while more client frames are queued, hold the client's
+	// websocket so that their acknowledgements leave in one socket write
+	// (holdConn); each frame is still acknowledged as it is processed.
+	unpaced := a.srv.cfg.Pacing == Unpaced
+	release := func() {}
+	held := false
+	defer func() {
+		if held {
+			release()
+		}
+	}()
 	for {
 		select {
 		case <-a.ss.ctx.Done():
 			return
 		case b := <-a.in:
+			more := unpaced && len(a.in) > 0
+			if more && !held {
+				release, held = a.ss.holdClient(), true
+			}
 			a.handle(b)
+			if held && !more {
+				release()
+				held = false
+			}
 		}
 	}
 }
@@ -757,7 +811,7 @@ func (a *agent) process(m *wire.Message) error {
 }
 
 func (a *agent) handleAck(m *wire.Message) {
-	seq, err := wire.ParseAck(m.Payload)
+	seq, err := wire.ParseAckSeq(m.Payload)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.pause = false // any ack clears Pause

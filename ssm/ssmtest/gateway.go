@@ -482,7 +482,7 @@ func (ss *session) fromClient(mt int, b []byte) {
 		ss.lastData.Store(time.Now().UnixNano())
 	}
 	if m.MessageType == wire.Acknowledge && ss.srv.cfg.BufferWhileDisconnected {
-		if seq, err := wire.ParseAck(m.Payload); err == nil {
+		if seq, err := wire.ParseAckSeq(m.Payload); err == nil {
 			ss.mu.Lock()
 			delete(ss.unackedOut, seq)
 			ss.mu.Unlock()

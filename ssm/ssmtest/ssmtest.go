@@ -435,6 +435,7 @@ func NewServer(cfg Config) (*Server, error) {
 		s.cancel()
 		return nil, fmt.Errorf("ssmtest: listen on %s: %w", addr, err)
 	}
+	ln = holdListener{ln}
 	tcpAddr := ln.Addr().(*net.TCPAddr)
 	host := tcpAddr.IP
 	if host.IsUnspecified() {

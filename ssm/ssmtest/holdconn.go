@@ -1,0 +1,139 @@
+package ssmtest
+
+import (
+	"crypto/tls"
+	"net"
+	"sync"
+
+	"github.com/gorilla/websocket"
+)
+
+// holdFlushAt is the buffered size at which a held batch is written anyway.
+const holdFlushAt = 64 << 10
+
+// holdConn is an accepted connection (under TLS, when the server has it)
+// whose writes can be gathered: between hold and release they collect in
+// memory and leave in one write(2) (or one per holdFlushAt bytes); at
+// other times they go straight to the socket. With Pacing Unpaced the
+// agent holds the client's websocket while it has more target bytes ready,
+// so a burst of output frames costs one system call instead of one per
+// frame. The frames, their order and their acknowledgements are the same
+// either way: only the socket writes are fewer (a cost of the emulator,
+// not of the client, which the benchmarks measure).
+type holdConn struct {
+	net.Conn
+
+	mu      sync.Mutex
+	holding int // nested holds
+	buf     []byte
+	err     error // sticky: the first failed write
+}
+
+// holdListener wraps every accepted connection in a holdConn.
+type holdListener struct{ net.Listener }
+
+func (l holdListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &holdConn{Conn: c}, nil
+}
+
+// CloseWrite half-closes the TCP connection (net/http uses it).
+func (c *holdConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		if err := c.release(); err != nil {
+			return err
+		}
+		return cw.CloseWrite()
+	}
+	return nil
+}
+
+// Write gathers p while held, else writes it (after anything gathered).
+func (c *holdConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.holding == 0 && len(c.buf) == 0 {
+		n, err := c.Conn.Write(p)
+		if err != nil {
+			c.err = err
+		}
+		return n, err
+	}
+	c.buf = append(c.buf, p...)
+	if c.holding == 0 || len(c.buf) >= holdFlushAt {
+		if err := c.flushLocked(); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+func (c *holdConn) hold() {
+	c.mu.Lock()
+	c.holding++
+	c.mu.Unlock()
+}
+
+func (c *holdConn) release() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.holding > 0 {
+		c.holding--
+	}
+	if c.err != nil {
+		return c.err
+	}
+	if c.holding > 0 {
+		return nil
+	}
+	return c.flushLocked()
+}
+
+func (c *holdConn) flushLocked() error {
+	if len(c.buf) == 0 {
+		return nil
+	}
+	_, err := c.Conn.Write(c.buf)
+	if err != nil {
+		c.err = err
+	}
+	if cap(c.buf) > 4*holdFlushAt {
+		c.buf = nil
+	} else {
+		c.buf = c.buf[:0]
+	}
+	return err
+}
+
+// holdConnOf returns the holdConn under ws, or nil.
+func holdConnOf(ws *websocket.Conn) *holdConn {
+	nc := ws.NetConn()
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	hc, _ := nc.(*holdConn)
+	return hc
+}
+
+// holdClient gathers the writes to the session's current client websocket
+// until the returned function is called (see holdConn).
+func (ss *session) holdClient() (release func()) {
+	ss.mu.Lock()
+	cc := ss.client
+	ss.mu.Unlock()
+	if cc == nil {
+		return func() {}
+	}
+	hc := holdConnOf(cc.ws)
+	if hc == nil {
+		return func() {}
+	}
+	hc.hold()
+	return func() { _ = hc.release() }
+}
