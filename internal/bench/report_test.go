@@ -242,6 +242,15 @@ func BenchmarkReport(b *testing.B) {
 		}
 		return
 	}
+	if only := os.Getenv("JUMPLESS_BENCH_ONLY"); only == "profile-down" || only == "profile-up" { // for profiling the client alone
+		tun := r.openTunnel(b, r.unpaced, 1, 0)
+		defer tun.Close()
+		for range rounds {
+			res := transfer(b, tun.DialContext, r.unpaced, only == "profile-down", 64*mib, 1)
+			b.Logf("%s, 1 session: %+v", only, res)
+		}
+		return
+	}
 	if os.Getenv("JUMPLESS_BENCH_ONLY") == "realistic" { // for profiling
 		tun := r.openTunnel(b, r.realistic, 1, 0)
 		defer tun.Close()

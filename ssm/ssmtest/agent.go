@@ -358,10 +358,16 @@ func (a *agent) forbidden() string {
 func (a *agent) dial() (net.Conn, error) {
 	d := net.Dialer{Timeout: targetDialTimeout}
 	c, err := d.DialContext(a.ss.ctx, "tcp", a.targetAddr())
-	if err == nil {
-		a.srv.st.targetDials.Add(1)
+	if err != nil {
+		return nil, err
 	}
-	return c, err
+	a.srv.st.targetDials.Add(1)
+	if a.srv.cfg.Pacing == Unpaced {
+		// The reader gathers the payloads of queued frames into one
+		// write (holdConn); the target gets the same bytes.
+		c = &holdConn{Conn: c, flushOnClose: true}
+	}
+	return c, nil
 }
 
 // writePump is the agent's target → client loop ([A] port_basic.go:119-149):
@@ -615,8 +621,9 @@ func (a *agent) resender() {
 // reader processes client frames in order, like the agent's websocket reader.
 func (a *agent) reader() {
 	// Unpaced: while more client frames are queued, hold the client's
-	// websocket so that their acknowledgements leave in one socket write
-	// (holdConn); each frame is still acknowledged as it is processed.
+	// websocket and the target, so that the frames' acknowledgements and
+	// their payloads leave in one socket write each (holdConn); each frame
+	// is still acknowledged, and its payload written, as it is processed.
 	unpaced := a.srv.cfg.Pacing == Unpaced
 	release := func() {}
 	held := false
@@ -632,7 +639,8 @@ func (a *agent) reader() {
 		case b := <-a.in:
 			more := unpaced && len(a.in) > 0
 			if more && !held {
-				release, held = a.ss.holdClient(), true
+				rc, rt := a.ss.holdClient(), a.holdTarget()
+				release, held = func() { rt(); rc() }, true
 			}
 			a.handle(b)
 			if held && !more {

@@ -23,6 +23,8 @@ const holdFlushAt = 64 << 10
 type holdConn struct {
 	net.Conn
 
+	flushOnClose bool // Close writes what is gathered first (target connections)
+
 	mu      sync.Mutex
 	holding int // nested holds
 	buf     []byte
@@ -74,6 +76,19 @@ func (c *holdConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// Close closes the connection; with flushOnClose it first writes what is
+// gathered, as the kernel would send bytes already written.
+func (c *holdConn) Close() error {
+	if c.flushOnClose {
+		c.mu.Lock()
+		if c.err == nil {
+			_ = c.flushLocked()
+		}
+		c.mu.Unlock()
+	}
+	return c.Conn.Close()
+}
+
 func (c *holdConn) hold() {
 	c.mu.Lock()
 	c.holding++
@@ -119,6 +134,18 @@ func holdConnOf(ws *websocket.Conn) *holdConn {
 	}
 	hc, _ := nc.(*holdConn)
 	return hc
+}
+
+// holdTarget gathers the writes to the agent's current target connection
+// until the returned function is called (Pacing Unpaced dials it as a
+// holdConn).
+func (a *agent) holdTarget() (release func()) {
+	hc, ok := a.getTarget().(*holdConn)
+	if !ok {
+		return func() {}
+	}
+	hc.hold()
+	return func() { _ = hc.release() }
 }
 
 // holdClient gathers the writes to the session's current client websocket
