@@ -20,6 +20,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/credentials"
 
+	"github.com/jumpless/jumpless/internal/testca"
 	"github.com/jumpless/jumpless/ssm/ssmtest"
 )
 
@@ -40,6 +41,12 @@ type childSpec struct {
 type childInfo struct {
 	URL, CAPEM, AccessKey, SecretKey, Region string
 	Source, Sink                             string
+	// PacedTLS: a TLS server (CA in PacedCAPEM) that sends the count the
+	// client asks for (8-byte big-endian) in 1 KiB writes, one per
+	// ssmtest.RealisticMessagePeriod, and discards what the client sends:
+	// the per-message floor of a paced download (one TLS record in, one
+	// small reply out) without Session Manager, SSH or websockets.
+	PacedTLS, PacedCAPEM string
 }
 
 func TestMain(m *testing.M) {
@@ -121,13 +128,48 @@ func runChild(specJSON string) error {
 	if err != nil {
 		return err
 	}
+	paced, pacedCA, err := servePacedTLS()
+	if err != nil {
+		return err
+	}
 	ak, sk := srv.Credentials()
-	info := childInfo{URL: srv.URL(), CAPEM: string(srv.CACertPEM()), AccessKey: ak, SecretKey: sk, Region: srv.Region(), Source: src, Sink: sink}
+	info := childInfo{URL: srv.URL(), CAPEM: string(srv.CACertPEM()), AccessKey: ak, SecretKey: sk, Region: srv.Region(), Source: src, Sink: sink,
+		PacedTLS: paced, PacedCAPEM: pacedCA}
 	if err := json.NewEncoder(os.Stdout).Encode(info); err != nil {
 		return err
 	}
 	_, _ = io.Copy(io.Discard, os.Stdin) // until the parent closes it
 	return nil
+}
+
+// servePacedTLS starts the PacedTLS server (see childInfo).
+func servePacedTLS() (addr, caPEM string, err error) {
+	ca, err := testca.New("bench", net.IPv4(127, 0, 0, 1))
+	if err != nil {
+		return "", "", err
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{ca.Leaf}, MinVersion: tls.VersionTLS12}
+	addr, err = serve(func(raw net.Conn) {
+		c := tls.Server(raw, cfg)
+		var hdr [8]byte
+		if _, err := io.ReadFull(c, hdr[:]); err != nil {
+			return
+		}
+		go func() { _, _ = io.Copy(io.Discard, c) }()
+		n := int64(binary.BigEndian.Uint64(hdr[:]))
+		msg := make([]byte, 1024)
+		next := time.Now()
+		for n > 0 {
+			k, err := c.Write(msg[:min(n, int64(len(msg)))])
+			n -= int64(k)
+			if err != nil {
+				return
+			}
+			next = next.Add(ssmtest.RealisticMessagePeriod)
+			time.Sleep(time.Until(next))
+		}
+	})
+	return addr, string(ca.PEM), err
 }
 
 func serve(handle func(net.Conn)) (string, error) {

@@ -3,6 +3,8 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -159,6 +161,57 @@ func transfer(tb testing.TB, dial dialFunc, c *child, down bool, n int64, conns 
 	}
 }
 
+// pacedFloor measures the client's cost of the least a paced download
+// needs per message: a Go client reading 1 KiB TLS records that arrive one
+// per ssmtest.RealisticMessagePeriod and writing a 100-byte reply to each
+// (as the protocol's acknowledgement), with nothing else: no websocket,
+// no Session Manager framing, no SSH, one goroutine.
+func pacedFloor(tb testing.TB, c *child, n int64) result {
+	tb.Helper()
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM([]byte(c.info.PacedCAPEM))
+	conn, err := tls.Dial("tcp", c.info.PacedTLS, &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.Handshake(); err != nil {
+		tb.Fatal(err)
+	}
+	runtime.GC()
+	pid := c.cmd.Process.Pid
+	c0 := cpuOf(pid)
+	u0, t0 := now(), time.Now()
+	var hdr [8]byte
+	binary.BigEndian.PutUint64(hdr[:], uint64(n))
+	if _, err := conn.Write(hdr[:]); err != nil {
+		tb.Fatal(err)
+	}
+	buf := make([]byte, 64<<10)
+	ack := make([]byte, 100)
+	for got := int64(0); got < n; {
+		k, err := conn.Read(buf)
+		got += int64(k)
+		if err != nil {
+			tb.Fatalf("paced TLS source: %d of %d bytes: %v", got, n, err)
+		}
+		if _, err := conn.Write(ack); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	el, u1 := time.Since(t0), now()
+	c1 := cpuOf(pid)
+	moved := float64(n)
+	return result{
+		mibps:        moved / mib / el.Seconds(),
+		cpuPerGiB:    (u1.cpu - u0.cpu).Seconds() / (moved / (1 << 30)),
+		allocsPerMsg: float64(u1.allocs-u0.allocs) / (moved / 1024),
+		childPerGiB:  (c1 - c0).Seconds() / (moved / (1 << 30)),
+		cores:        (u1.cpu - u0.cpu).Seconds() / el.Seconds(),
+		childCores:   (c1 - c0).Seconds() / el.Seconds(),
+	}
+}
+
 // rig holds what every row shares.
 type rig struct {
 	sshd      *testenv.SSHD
@@ -256,6 +309,8 @@ func BenchmarkReport(b *testing.B) {
 		defer tun.Close()
 		res := transfer(b, tun.DialContext, r.realistic, true, 4*mib, 1)
 		b.Logf("realistic, 1 session: %+v", res)
+		floor := pacedFloor(b, r.realistic, 4*mib)
+		b.Logf("floor (TLS, 1 KiB per message in, 100 B out): %+v", floor)
 		return
 	}
 
@@ -322,6 +377,8 @@ func BenchmarkReport(b *testing.B) {
 		rep.realistic = append(rep.realistic, realisticRow{sessions: k, res: res})
 	}
 
+	rep.floor = pacedFloor(b, r.realistic, perConn)
+
 	// Databases through one realistic session.
 	tunR := r.openTunnel(b, r.realistic, 1, 0)
 	capRes := transfer(b, tunR.DialContext, r.realistic, true, 3*mib, 1)
@@ -366,6 +423,7 @@ type report struct {
 	unpaced    []throughputRow
 	realistic  []realisticRow
 	sessionCap float64 // MiB/s of one realistic session (download)
+	floor      result  // pacedFloor
 	db         []dbRow
 
 	idleTunnelKiB               float64

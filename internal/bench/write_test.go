@@ -25,6 +25,7 @@ func (rep *report) write(tb testing.TB, dir string) {
 	for _, r := range rep.realistic {
 		fmt.Fprintf(&w, "| %d | %.2f | %.2f× | %.1f | %.3f |\n", r.sessions, r.res.mibps, r.res.mibps/one, r.res.cpuPerGiB, r.res.allocsPerMsg)
 	}
+	fmt.Fprintf(&w, "\nFloor, same pacing, without Session Manager, websocket or SSH (one TLS connection, one goroutine reading 1 KiB records and writing a 100-byte reply to each): **%.1f client CPU-s/GiB** (%.3f allocs per KiB, %.2f MiB/s).\n", rep.floor.cpuPerGiB, rep.floor.allocsPerMsg, rep.floor.mibps)
 	fmt.Fprintf(&w, "\n### Databases through one realistic session (%d rows; session cap measured in the same run: %.3f MiB/s)\n\n", benchRows, rep.sessionCap)
 	fmt.Fprintf(&w, "| what | seconds | rows/s | MiB on the wire | wire rate / session cap |\n|---|---|---|---|---|\n")
 	for _, d := range rep.db {
