@@ -291,7 +291,7 @@ func BenchmarkReport(b *testing.B) {
 	rep.load = loadAverage()
 	if os.Getenv("JUMPLESS_BENCH_ONLY") == "open" { // for before/after comparisons
 		for _, o := range r.openTimes(b, 5) {
-			b.Logf("%-60s %5.0f ms, with 30 ms delay %5.0f ms: %4.1f round trips", o.name, 1000*o.t0, 1000*o.t30, o.roundTrips())
+			b.Logf("%-75s %5.0f ms, with %d ms delay %5.0f ms: %4.1f round trips", o.name, 1000*o.t0, o.delayMS, 1000*o.t30, o.roundTrips())
 		}
 		return
 	}
@@ -435,15 +435,16 @@ type report struct {
 }
 
 // openRow is one way of reaching the first query: Open → first result
-// without (t0) and with (t30) 30 ms one-way delay in front of the service,
-// medians in seconds.
+// without (t0) and with (t30) delayMS (30 unless JUMPLESS_BENCH_DELAY_MS
+// says otherwise) one-way delay in front of the service, medians in seconds.
 type openRow struct {
 	name    string
 	t0, t30 float64
+	delayMS int
 }
 
-// roundTrips is the number of 60 ms round trips the delay added.
-func (o openRow) roundTrips() float64 { return (o.t30 - o.t0) / 0.060 }
+// roundTrips is the number of round trips the delay added.
+func (o openRow) roundTrips() float64 { return (o.t30 - o.t0) / (2 * float64(o.delayMS) / 1000) }
 
 func loadAverage() string {
 	b, err := os.ReadFile("/proc/loadavg")
@@ -461,7 +462,11 @@ func loadAverage() string {
 // SSLRequest, and, since the test server has ssl=on, a TLS handshake with
 // PostgreSQL through the tunnel.
 func (r *rig) openTimes(b *testing.B, rounds int) []openRow {
-	delayed := startChild(b, childSpec{SSHD: r.sshd.Addr, Pacing: ssmtest.Unpaced, DelayMS: 30})
+	delayMS := 30
+	if v, err := strconv.Atoi(os.Getenv("JUMPLESS_BENCH_DELAY_MS")); err == nil && v > 0 {
+		delayMS = v // a longer delay counts round trips more precisely on a loaded host
+	}
+	delayed := startChild(b, childSpec{SSHD: r.sshd.Addr, Pacing: ssmtest.Unpaced, DelayMS: delayMS})
 	disable := testenv.PostgresDSN(b)
 	defaults, err := withoutSSLMode(disable)
 	if err != nil {
@@ -490,7 +495,7 @@ func (r *rig) openTimes(b *testing.B, rounds int) []openRow {
 	}
 	rows := make([]openRow, len(variants))
 	for i, v := range variants {
-		rows[i] = openRow{name: v.name, t0: median(d0[i]), t30: median(d30[i])}
+		rows[i] = openRow{name: v.name, t0: median(d0[i]), t30: median(d30[i]), delayMS: delayMS}
 	}
 	return rows
 }
