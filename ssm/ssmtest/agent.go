@@ -365,7 +365,7 @@ func (a *agent) dial() (net.Conn, error) {
 	if a.srv.cfg.Pacing == Unpaced {
 		// The reader gathers the payloads of queued frames into one
 		// write (holdConn); the target gets the same bytes.
-		c = &holdConn{Conn: c, flushOnClose: true}
+		c = &holdConn{Conn: c}
 	}
 	return c, nil
 }

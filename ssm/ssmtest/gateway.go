@@ -652,6 +652,9 @@ func (ss *session) finish(why endReason, output string, failed bool) {
 				// give the client's own close (a close frame after its
 				// terminate flag, or its socket close) a moment, as a
 				// server completing a close handshake.
+				if hc := holdConnOf(cc.ws); hc != nil {
+					_ = hc.stopHolding() // channel_closed leaves now, and the close below with it
+				}
 				if cw, ok := cc.ws.UnderlyingConn().(interface{ CloseWrite() error }); ok {
 					cc.wmu.Lock()
 					_ = cw.CloseWrite()

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/gorilla/websocket"
 )
@@ -23,10 +24,9 @@ const holdFlushAt = 64 << 10
 type holdConn struct {
 	net.Conn
 
-	flushOnClose bool // Close writes what is gathered first (target connections)
-
 	mu      sync.Mutex
-	holding int // nested holds
+	holding int  // nested holds
+	off     bool // the connection is ending: no more gathering (stopHolding)
 	buf     []byte
 	err     error // sticky: the first failed write
 }
@@ -42,15 +42,30 @@ func (l holdListener) Accept() (net.Conn, error) {
 	return &holdConn{Conn: c}, nil
 }
 
-// CloseWrite half-closes the TCP connection (net/http uses it).
+// CloseWrite writes what is gathered and half-closes the TCP connection
+// (net/http uses it).
 func (c *holdConn) CloseWrite() error {
-	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		if err := c.release(); err != nil {
-			return err
-		}
-		return cw.CloseWrite()
+	cw, ok := c.Conn.(interface{ CloseWrite() error })
+	if !ok {
+		return nil
 	}
-	return nil
+	if err := c.stopHolding(); err != nil {
+		return err
+	}
+	return cw.CloseWrite()
+}
+
+// stopHolding writes what is gathered and makes every later write go
+// straight to the socket: for the service's last frames (channel_closed,
+// a TLS close_notify) before the connection ends.
+func (c *holdConn) stopHolding() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.off = true
+	if c.err != nil {
+		return c.err
+	}
+	return c.flushLocked()
 }
 
 // Write gathers p while held, else writes it (after anything gathered).
@@ -60,7 +75,7 @@ func (c *holdConn) Write(p []byte) (int, error) {
 	if c.err != nil {
 		return 0, c.err
 	}
-	if c.holding == 0 && len(c.buf) == 0 {
+	if (c.holding == 0 || c.off) && len(c.buf) == 0 {
 		n, err := c.Conn.Write(p)
 		if err != nil {
 			c.err = err
@@ -68,7 +83,7 @@ func (c *holdConn) Write(p []byte) (int, error) {
 		return n, err
 	}
 	c.buf = append(c.buf, p...)
-	if c.holding == 0 || len(c.buf) >= holdFlushAt {
+	if c.holding == 0 || c.off || len(c.buf) >= holdFlushAt {
 		if err := c.flushLocked(); err != nil {
 			return 0, err
 		}
@@ -76,12 +91,20 @@ func (c *holdConn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// Close closes the connection; with flushOnClose it first writes what is
-// gathered, as the kernel would send bytes already written.
+// closeFlushTimeout bounds how long Close spends writing what is gathered.
+const closeFlushTimeout = 2 * time.Second
+
+// Close writes what is gathered, as the kernel sends bytes already written
+// before a close (a channel_closed frame held in a batch must still reach
+// the client), then closes the connection. If another goroutine is
+// writing (perhaps blocked on a peer that does not read), Close does not
+// wait for it: it closes the connection at once, which ends that write, as
+// closing a socket does.
 func (c *holdConn) Close() error {
-	if c.flushOnClose {
-		c.mu.Lock()
-		if c.err == nil {
+	if c.mu.TryLock() {
+		c.off = true
+		if c.err == nil && len(c.buf) > 0 {
+			_ = c.Conn.SetWriteDeadline(time.Now().Add(closeFlushTimeout))
 			_ = c.flushLocked()
 		}
 		c.mu.Unlock()
