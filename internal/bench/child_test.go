@@ -35,6 +35,10 @@ type childSpec struct {
 	SSHD    string // the emulated target's address
 	Pacing  ssmtest.Pacing
 	DelayMS int // one-way delay added in front of the emulator
+	// PerFrameWrites turns off ssmtest.Config.BatchWrites (on by default
+	// here, so that the client, not the emulator, is what the unpaced rows
+	// measure); JUMPLESS_BENCH_PER_FRAME=1 sets it for A/B runs.
+	PerFrameWrites bool
 }
 
 // childInfo is what the child tells the parent (one JSON line on stdout).
@@ -81,7 +85,7 @@ func runChild(specJSON string) error {
 		}
 		defer pprof.StopCPUProfile()
 	}
-	cfg := ssmtest.Config{Targets: map[string]string{target: spec.SSHD}, Pacing: spec.Pacing, TLS: true}
+	cfg := ssmtest.Config{Targets: map[string]string{target: spec.SSHD}, Pacing: spec.Pacing, TLS: true, BatchWrites: !spec.PerFrameWrites}
 	var front net.Listener
 	if spec.DelayMS > 0 {
 		var err error
@@ -251,6 +255,9 @@ type child struct {
 
 func startChild(tb testing.TB, spec childSpec) *child {
 	tb.Helper()
+	if os.Getenv("JUMPLESS_BENCH_PER_FRAME") != "" {
+		spec.PerFrameWrites = true
+	}
 	js, _ := json.Marshal(spec)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"="+string(js))

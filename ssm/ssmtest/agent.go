@@ -362,7 +362,7 @@ func (a *agent) dial() (net.Conn, error) {
 		return nil, err
 	}
 	a.srv.st.targetDials.Add(1)
-	if a.srv.cfg.Pacing == Unpaced {
+	if a.srv.batching() {
 		// The reader gathers the payloads of queued frames into one
 		// write (holdConn); the target gets the same bytes.
 		c = &holdConn{Conn: c}
@@ -379,12 +379,12 @@ func (a *agent) writePump(c net.Conn) (endReason, string, bool) {
 	buf := make([]byte, cfg.ChunkSize)
 	var pc pacer
 	pc.realistic = cfg.Pacing == Realistic
-	// Unpaced: read the target through a buffer and hold the client's
+	// BatchWrites: read the target through a buffer and hold the client's
 	// websocket while more is buffered, so that a burst leaves in one
 	// socket write (holdConn). Frames stay ≤ ChunkSize, as the agent's.
 	var br *bufio.Reader
 	var rd io.Reader = c
-	if cfg.Pacing == Unpaced {
+	if a.srv.batching() {
 		br = bufio.NewReaderSize(c, 64<<10)
 		rd = br
 	}
@@ -620,11 +620,11 @@ func (a *agent) resender() {
 
 // reader processes client frames in order, like the agent's websocket reader.
 func (a *agent) reader() {
-	// Unpaced: while more client frames are queued, hold the client's
+	// BatchWrites: while more client frames are queued, hold the client's
 	// websocket and the target, so that the frames' acknowledgements and
 	// their payloads leave in one socket write each (holdConn); each frame
 	// is still acknowledged, and its payload written, as it is processed.
-	unpaced := a.srv.cfg.Pacing == Unpaced
+	batching := a.srv.batching()
 	release := func() {}
 	held := false
 	defer func() {
@@ -637,7 +637,7 @@ func (a *agent) reader() {
 		case <-a.ss.ctx.Done():
 			return
 		case b := <-a.in:
-			more := unpaced && len(a.in) > 0
+			more := batching && len(a.in) > 0
 			if more && !held {
 				rc, rt := a.ss.holdClient(), a.holdTarget()
 				release, held = func() { rt(); rc() }, true

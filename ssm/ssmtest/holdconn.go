@@ -15,7 +15,7 @@ const holdFlushAt = 64 << 10
 // holdConn is an accepted connection (under TLS, when the server has it)
 // whose writes can be gathered: between hold and release they collect in
 // memory and leave in one write(2) (or one per holdFlushAt bytes); at
-// other times they go straight to the socket. With Pacing Unpaced the
+// other times they go straight to the socket. With Config.BatchWrites the
 // agent holds the client's websocket while it has more target bytes ready,
 // so a burst of output frames costs one system call instead of one per
 // frame. The frames, their order and their acknowledgements are the same
@@ -159,9 +159,13 @@ func holdConnOf(ws *websocket.Conn) *holdConn {
 	return hc
 }
 
+// batching reports whether the agent gathers its socket writes
+// (Config.BatchWrites with Pacing Unpaced).
+func (s *Server) batching() bool { return s.cfg.BatchWrites && s.cfg.Pacing == Unpaced }
+
 // holdTarget gathers the writes to the agent's current target connection
-// until the returned function is called (Pacing Unpaced dials it as a
-// holdConn).
+// until the returned function is called (with BatchWrites the agent dials
+// it as a holdConn).
 func (a *agent) holdTarget() (release func()) {
 	hc, ok := a.getTarget().(*holdConn)
 	if !ok {

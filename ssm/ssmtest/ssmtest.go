@@ -30,13 +30,7 @@ type Pacing int
 
 const (
 	// Unpaced sends each chunk read from the target at once (no sleep).
-	// The messages and acknowledgements are the agent's, but the server
-	// spends fewer system calls on them than a naive one would: it reads
-	// the target through a 64 KiB buffer (messages still carry at most
-	// ChunkSize bytes), and while more output, or more queued client
-	// frames, are ready it gathers its websocket frames, and the payloads
-	// it writes to the target, into one socket write each. So an unpaced
-	// benchmark measures the client rather than the emulator.
+	// See Config.BatchWrites for a cheaper emulator in benchmarks.
 	Unpaced Pacing = iota
 	// Realistic reproduces the real agent's loop: read at most 1024 bytes
 	// from the target, send one message, sleep 1 ms, repeat — including the
@@ -109,6 +103,18 @@ type Config struct {
 
 	// Pacing of target → client data. Zero value: Unpaced.
 	Pacing Pacing
+
+	// BatchWrites (with Pacing Unpaced only) makes the server spend fewer
+	// system calls on the same messages and acknowledgements: the agent
+	// reads the target through a 64 KiB buffer (messages still carry at
+	// most ChunkSize bytes), and while more output, or more queued client
+	// frames, are ready it gathers its websocket frames, and the payloads
+	// it writes to the target, into one socket write each. So an unpaced
+	// benchmark measures the client rather than the emulator. It changes
+	// when frames cross the socket, and so which frames a KillWebsocket's
+	// loss budget (KillLoss) takes; fault tests calibrated without it
+	// leave it off. false: one socket write per frame.
+	BatchWrites bool
 
 	// ChunkSize is the most bytes the agent reads from the target for one
 	// message. 0: 1024 (the real agent's StreamDataPayloadSize).
@@ -442,7 +448,9 @@ func NewServer(cfg Config) (*Server, error) {
 		s.cancel()
 		return nil, fmt.Errorf("ssmtest: listen on %s: %w", addr, err)
 	}
-	ln = holdListener{ln}
+	if cfg.BatchWrites {
+		ln = holdListener{ln} // see holdConn
+	}
 	tcpAddr := ln.Addr().(*net.TCPAddr)
 	host := tcpAddr.IP
 	if host.IsUnspecified() {

@@ -950,3 +950,39 @@ func TestEndedSessionsAreForgotten(t *testing.T) {
 		t.Fatalf("TerminateSession of an ended session: %v", err)
 	}
 }
+
+// TestBatchWritesKeepsDataAcksAndLastWords guards Config.BatchWrites: the
+// echo comes back intact, every client message is acknowledged, and a
+// TerminateSession while output is flowing still delivers channel_closed
+// (a frame gathered in a batch must not be lost with the connection).
+func TestBatchWritesKeepsDataAcksAndLastWords(t *testing.T) {
+	srv, api, out, c := echoSession(t, ssmtest.Config{TLS: true, BatchWrites: true})
+	msg := randBytes(1 << 20)
+	acks0 := srv.Stats().AcksSent
+	c.send(msg)
+	got, err := c.read(len(msg), 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, msg) {
+		t.Fatal("echo through a batching emulator differs from what was sent")
+	}
+	waitFor(t, 10*time.Second, "an acknowledgement per client message", func() bool {
+		return srv.Stats().AcksSent-acks0 >= int64(len(msg)/1024)
+	})
+
+	c.send(randBytes(1 << 20)) // output flows while the session ends (rawClient sends under its lock: more could deadlock it)
+	if _, err := c.read(256<<10, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.TerminateSession(context.Background(), &ssmsdk.TerminateSessionInput{SessionId: out.SessionId}); err != nil {
+		t.Fatal(err)
+	}
+	cc, err := c.waitClosed(10 * time.Second)
+	if err != nil {
+		t.Fatalf("TerminateSession during a batched transfer: %v", err)
+	}
+	if cc.MessageType != "channel_closed" || cc.SessionID != *out.SessionId {
+		t.Fatalf("channel_closed %+v", cc)
+	}
+}
