@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"io"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,12 +56,15 @@ func TestRealAgent(t *testing.T) {
 	}{{"Unpaced", aliyuntest.UnpacedRate}, {"DefaultPacing", 0}} {
 		t.Run(c.name, func(t *testing.T) {
 			srv := startRealAgent(t, c.flowLimit)
+			start := time.Now()
 			t.Run("Transfers", func(t *testing.T) {
 				t.Run("SSH", func(t *testing.T) { t.Parallel(); realAgentSSH(t, srv) })
 				t.Run("DirectPostgresUpload", func(t *testing.T) { t.Parallel(); realAgentDirectUp(t, srv) })
 				t.Run("DirectPostgresDownload", func(t *testing.T) { t.Parallel(); realAgentDirectDown(t, srv) })
 			})
+			t.Logf("transfers done after %v", time.Since(start).Round(time.Millisecond))
 			waitNoSessions(t, srv)
+			t.Cleanup(func() { t.Logf("cleanup starts %v after the transfers began", time.Since(start).Round(time.Millisecond)) })
 			t.Logf("agent reports: %v", srv.AgentReports())
 		})
 	}
@@ -108,14 +112,28 @@ func realAgentSSH(t *testing.T, srv *aliyuntest.Server) {
 // realAgentConn is a pgx connection direct to PostgreSQL through the real
 // agent (its own session).
 func realAgentConn(t *testing.T, srv *aliyuntest.Server) (*pgx.Conn, context.Context) {
-	tr, err := aliyun.NewTransport(realAgentConfig(srv, "127.0.0.1:1"))
+	cfg := realAgentConfig(srv, "127.0.0.1:1")
+	// PostgreSQL speaks second, so only the delay releases the startup
+	// message, and v578 drops Input that arrives before its dial (1 s
+	// after its backend websocket opens; seconds more on a loaded machine):
+	// a generous hold, the documented knob for such targets.
+	cfg.HoldFirstWrite = 10 * time.Second
+	tr, err := aliyun.NewTransport(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c := tctx(t, 5*time.Minute)
-	conn, err := dialer.ConnectPgx(c, tr, testenv.PostgresDSN(t))
+	dsn := testenv.PostgresDSN(t)
+	if strings.Contains(dsn, "://") && !strings.Contains(dsn, "connect_timeout") {
+		sep := "?"
+		if strings.Contains(dsn, "?") {
+			sep = "&"
+		}
+		dsn += sep + "connect_timeout=60"
+	}
+	conn, err := dialer.ConnectPgx(c, tr, dsn)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v (inputs the emulator's server side dropped before the agent's websocket: %d)", err, srv.Stats().InputsDropped)
 	}
 	t.Cleanup(func() { bounded(func(c context.Context) { conn.Close(c) }) })
 	return conn, c
