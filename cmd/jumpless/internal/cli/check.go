@@ -247,6 +247,9 @@ func (c *checker) checkRemote(ctx context.Context, env *Env, o *tunnelOpts, dbc 
 		}
 	}
 
+	if o.cloud == cloudAliyun {
+		return c.checkAliyun(ctx, env, o, remotes)
+	}
 	awsCfg, pool, err := o.awsConfig(ctx, env)
 	if err != nil {
 		c.fail("AWS configuration", oneLine(err.Error()), "")
