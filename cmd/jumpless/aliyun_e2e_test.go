@@ -272,6 +272,8 @@ func TestAliyunBadInputSaysWhatToFixAndLeavesNothingOpen(t *testing.T) {
 			"Alibaba Cloud refused the credentials"},
 		{"no credentials", aliyunBaseEnv(t), run("", "--to", echo), 3,
 			"no Alibaba Cloud credentials found"},
+		{"sshd port closed", f.env, run("", "--mode", "ssh", "--bastion-port", "9", "--ssh-key", f.sshd.ClientKeyPath, "--insecure-ignore-host-key", "--to", echo), 3,
+			"could not connect to sshd on the instance's port 9"},
 		{"temporary key, login refused (unknown user)", f.env, run("", append(f.sshFlags(t, false), "--to", echo, "--ssh-user", "nobody-here")...), 3,
 			"fix: check --ssh-user"},
 	}
