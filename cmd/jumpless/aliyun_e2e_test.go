@@ -372,3 +372,48 @@ func TestAliyunTemporaryKeyCommandFailureSaysWhatToFix(t *testing.T) {
 		t.Errorf("InvokeCommand called %d times, want 1", n)
 	}
 }
+
+// TestAliyunProfileCredentialsFromBothFiles: --aliyun-profile NAME takes
+// the keys from the Alibaba Cloud CLI's config.json or, failing that, from
+// the credentials file, with no ALIBABA_CLOUD_ACCESS_KEY_* in the
+// environment; the emulator verifies the signatures made with them.
+func TestAliyunProfileCredentialsFromBothFiles(t *testing.T) {
+	echo := testenv.EchoServer(t)
+	f := newAliyunFixture(t, false)
+	ak, sk := f.emu.AccessKeyID(), f.emu.AccessKeySecret()
+	files := map[string]struct{ name, text string }{
+		"ALIBABA_CLOUD_CONFIG_FILE": {"config.json",
+			`{"current":"other","profiles":[{"name":"other","mode":"AK","access_key_id":"LTAIwrong","access_key_secret":"wrong"},` +
+				`{"name":"etl","mode":"AK","access_key_id":"` + ak + `","access_key_secret":"` + sk + `"}]}`},
+		"ALIBABA_CLOUD_CREDENTIALS_FILE": {"credentials",
+			"[default]\ntype = access_key\naccess_key_id = LTAIwrong\naccess_key_secret = wrong\n\n[etl]\ntype = access_key\naccess_key_id = " + ak + "\naccess_key_secret = " + sk + "\n"},
+	}
+	for envName, file := range files {
+		t.Run(file.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), file.name)
+			if err := os.WriteFile(path, []byte(file.text), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var env []string
+			for _, kv := range aliyunBaseEnv(t) {
+				if !strings.HasPrefix(kv, envName+"=") {
+					env = append(env, kv)
+				}
+			}
+			env = append(env, envName+"="+path)
+			before := f.emu.Stats().SessionsStarted
+			r := runJumpless(t, env, f.args("run", "--aliyun-profile", "etl", "--to", echo, "--", "true")...)
+			if r.code != 0 {
+				t.Fatalf("exit %d\nstderr: %s", r.code, r.stderr)
+			}
+			if f.emu.Stats().SessionsStarted == before {
+				t.Errorf("no session was started with the profile's keys")
+			}
+			r = runJumpless(t, env, f.args("run", "--aliyun-profile", "nosuch", "--to", echo, "--", "true")...)
+			if r.code != 3 || !strings.Contains(r.stderr, `profile "nosuch" not found or unusable`) {
+				t.Errorf("unknown profile: exit %d, stderr %q; want exit 3 naming the profile", r.code, r.stderr)
+			}
+			f.waitNoSessions(t)
+		})
+	}
+}
