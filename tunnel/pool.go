@@ -26,6 +26,7 @@ const (
 	DefaultAutoMax        = 8                      // Scale.Max with Sessions: AutoSessions
 	DefaultScaleInterval  = 500 * time.Millisecond // Scale.Interval
 	DefaultIdleClose      = 30 * time.Second       // Scale.IdleClose
+	DefaultDialWait       = 2 * time.Second        // Scale.DialWait
 	DefaultReplaceTries   = 6                      // Replace.Attempts
 	DefaultReplaceBackoff = time.Second            // Replace.Backoff
 	maxReplaceBackoff     = 30 * time.Second
@@ -39,15 +40,16 @@ const (
 // A connection is busy when bytes crossed it (either way) during the last
 // Interval, or when it was dialed less than Interval ago. The pool opens
 // sessions, in the background, when every ready session carries at least
-// one busy connection and busy connections outnumber the sessions ready or
-// opening: as many as that excess, up to Max. (A lone busy connection
-// therefore never opens a second session it could not use.) A dial never
-// waits for an opening session: it goes to the ready session with the
-// fewest busy connections, then the fewest open ones. The pool therefore
-// spreads work that dials per unit (a partitioned read with a connection
-// per partition, a table per connection); connections all dialed in the
-// same instant share the sessions that exist (choose a fixed Sessions for
-// those).
+// one busy connection and busy connections (dials in progress included)
+// outnumber the sessions ready or opening: as many as that excess, up to
+// Max. (A lone busy connection therefore never opens a second session it
+// could not use.) A dial goes to the ready session with the fewest busy
+// connections, then the fewest open ones; it never waits when a ready
+// session carries no busy connection. When every ready session does, and
+// the pool is opening a session no other dial waits for, the dial waits
+// for that session, at most DialWait, then goes to the least-loaded ready
+// session (an SSH channel never moves, so a bulk transfer that joined a
+// busy session would share its 0.7 MiB/s to the end).
 //
 // A session above Config.Sessions that carries no connection for
 // IdleClose is closed. A session carrying a connection, and the last
@@ -65,6 +67,12 @@ type ScaleConfig struct {
 	// IdleClose is how long an extra session must carry no connection
 	// before the pool closes it. Zero: DefaultIdleClose (30 s).
 	IdleClose time.Duration
+
+	// DialWait bounds how long a dial made while every ready session
+	// carries a busy connection waits for a session the pool is opening
+	// (see above). Zero: DefaultDialWait (2 s). Negative: dials never
+	// wait; they join the least-loaded ready session.
+	DialWait time.Duration
 }
 
 // ReplaceConfig makes sessions outlive each other.
@@ -133,6 +141,9 @@ func (c Config) prepareScale() (Config, error) {
 	}
 	if c.Scale.IdleClose == 0 {
 		c.Scale.IdleClose = DefaultIdleClose
+	}
+	if c.Scale.DialWait == 0 {
+		c.Scale.DialWait = DefaultDialWait
 	}
 	if c.Replace.Attempts < 0 || c.Replace.Backoff < 0 {
 		return c, &ConfigError{Field: "Replace", Problem: "Attempts and Backoff must not be negative (0 selects the defaults)"}
@@ -257,7 +268,7 @@ func (t *Tunnel) maybeGrowLocked() {
 	if !t.cfg.scaling() || t.closed || time.Now().Before(t.growAfter) {
 		return
 	}
-	var busy int64
+	busy := int64(t.waiting)
 	ready := 0
 	for _, s := range t.sessions {
 		if s.dead() {
@@ -285,6 +296,7 @@ func (t *Tunnel) grow(i int) {
 	t.mu.Lock()
 	t.opening--
 	if err != nil {
+		t.notifyLocked() // dials waiting for it go elsewhere
 		if t.growBackoff == 0 {
 			t.growBackoff = t.cfg.Scale.Interval
 		} else {
@@ -469,4 +481,23 @@ func (t *Tunnel) waitSession(ctx context.Context, ch <-chan struct{}) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// placeLocked decides where a dial goes when scaling: it returns the
+// session to dial on, or nil and a channel to wait on (then the caller
+// waits, at most until deadline, undoes t.waiting and t.claimed, which
+// count this dial while it waits, and asks again). t.mu held.
+func (t *Tunnel) placeLocked(deadline time.Time) (*session, <-chan struct{}) {
+	s := t.pick()
+	if s == nil || !t.cfg.scaling() || t.cfg.Scale.DialWait < 0 || s.busyConns() == 0 || !time.Now().Before(deadline) {
+		return s, nil
+	}
+	t.waiting++ // this dial is demand too
+	t.maybeGrowLocked()
+	if t.opening <= t.claimed {
+		t.waiting--
+		return s, nil // nothing to wait for
+	}
+	t.claimed++
+	return nil, t.changed
 }

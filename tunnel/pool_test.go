@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -436,3 +437,60 @@ func TestScaleConfigErrorsAreTyped(t *testing.T) {
 }
 
 
+
+// TestOpeningSessionDoesNotBlockDialsToIdleSessions guards the placement
+// rule: while the pool opens a session (here one that hangs), a dial that
+// a ready session without busy connections can take goes there at once,
+// and a dial that waited for the hanging session falls back to a ready one
+// after Scale.DialWait.
+func TestOpeningSessionDoesNotBlockDialsToIdleSessions(t *testing.T) {
+	verifyNoLeaks(t)
+	sshd := testenv.StartSSHD(t)
+	echo := testenv.EchoServer(t)
+	cfg := directConfig(sshd)
+	plain := cfg.DialBastion
+	var calls atomic.Int32
+	cfg.DialBastion = func(ctx context.Context) (net.Conn, error) {
+		if calls.Add(1) > 2 { // the sessions of Open work; later ones hang
+			<-ctx.Done()
+			return nil, ctx.Err()
+		}
+		return plain(ctx)
+	}
+	cfg.Sessions = 2
+	cfg.Scale = tunnel.ScaleConfig{Max: 3, Interval: time.Minute, DialWait: 5 * time.Second}
+	tun := open(t, cfg)
+	defer tun.Close()
+	c1 := dial(t, tun, echo) // busy: dialed less than Interval ago
+	dial(t, tun, echo)
+	if sc := tun.Stats().SessionConns; !slices.Equal(sc, []int{1, 1}) {
+		t.Fatalf("SessionConns = %v; want [1 1]", sc)
+	}
+	waited := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		c, err := tun.DialContext(ctx, "tcp", echo) // both busy: waits for the third session
+		if c != nil {
+			c.Close()
+		}
+		waited <- err
+	}()
+	waitUntil(t, 5*time.Second, "the third session opening", func() bool { return calls.Load() == 3 })
+	c1.Close()
+	c4 := dial(t, tun, echo) // the first session carries nothing now
+	// c4 did not wait: the dial that waits for the opening session (up
+	// to DialWait) still does.
+	select {
+	case err := <-waited:
+		t.Fatalf("the dial waiting for the opening session returned before DialWait: %v", err)
+	default:
+	}
+	echoRoundTrip(t, c4, 100)
+	if err := <-waited; err != nil {
+		t.Fatalf("the dial that waited for the hanging session: %v; want it on a ready session after DialWait", err)
+	}
+	if err := tun.Close(); err != nil {
+		t.Fatalf("Close with a session opening: %v", err)
+	}
+}

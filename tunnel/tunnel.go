@@ -169,6 +169,8 @@ type Tunnel struct {
 	sessions     []*session    // ready sessions
 	changed      chan struct{} // closed when a session is added or shutdown starts
 	opening      int           // sessions being opened (load, replacement)
+	waiting      int           // dials waiting for an opening session (Scale.DialWait)
+	claimed      int           // opening sessions a waiting dial has claimed
 	index        int           // next session index (names of DialBastion sessions)
 	retired      carrierStats  // counters of sessions no longer in the pool
 	opened       int64         // Stats.SessionsOpened
@@ -465,6 +467,7 @@ func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Con
 	if t.direct != nil {
 		return t.direct.dial(ctx, network, addr)
 	}
+	waitUntil := time.Now().Add(t.cfg.Scale.DialWait)
 	for retried := false; ; {
 		t.mu.Lock()
 		if t.closed {
@@ -472,7 +475,26 @@ func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Con
 			t.mu.Unlock()
 			return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("tunnel: dial %s: %w", addr, cause)}
 		}
-		s := t.pick()
+		s, wait := t.placeLocked(waitUntil)
+		if wait != nil {
+			// Every ready session is busy: wait for one the pool opens.
+			t.mu.Unlock()
+			timer := time.NewTimer(time.Until(waitUntil))
+			select {
+			case <-wait:
+			case <-timer.C:
+			case <-ctx.Done():
+			}
+			timer.Stop()
+			t.mu.Lock()
+			t.waiting--
+			t.claimed--
+			t.mu.Unlock()
+			if err := ctx.Err(); err != nil {
+				return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("tunnel: dial %s: waiting for a session: %w", addr, err)}
+			}
+			continue
+		}
 		if s == nil {
 			// No ready session: a replacement is opening, or the
 			// watcher of a dead session has not run yet.

@@ -1,0 +1,78 @@
+package tunnel_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jumpless/jumpless/internal/testenv"
+	"github.com/jumpless/jumpless/ssm/ssmtest"
+	"github.com/jumpless/jumpless/tunnel"
+)
+
+// BenchmarkAutoSessions measures a parallel extraction through the
+// emulator with the real agent's pacing (~0.7 MiB/s per session): 8
+// workers each download 4 chunks of 256 KiB, one connection per chunk (as
+// a partitioned read does), through a tunnel with Sessions 1, Sessions 8
+// and Sessions: AutoSessions (Scale.Max 8). The three run in the same op,
+// so the ratios compare like with like. Figures belong in BENCHMARKS.md:
+//
+//	go test -run '^$' -bench AutoSessions -benchtime 1x ./tunnel
+func BenchmarkAutoSessions(b *testing.B) {
+	const workers, chunks, chunk = 8, 4, 256 << 10
+	source := startSource(b, chunk)
+	sshd := testenv.StartSSHD(b)
+	variants := []struct {
+		name     string
+		sessions int
+	}{{"sessions=1", 1}, {"sessions=8", 8}, {"auto", tunnel.AutoSessions}}
+	rates := make([]float64, len(variants))
+	for range b.N {
+		for i, v := range variants {
+			srv, err := ssmtest.NewServer(ssmtest.Config{Targets: map[string]string{target: sshd.Addr}, Pacing: ssmtest.Realistic})
+			if err != nil {
+				b.Fatal(err)
+			}
+			cfg := ssmConfig(srv, sshd)
+			cfg.Sessions = v.sessions
+			tun, err := tunnel.Open(context.Background(), cfg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			start := time.Now()
+			var wg sync.WaitGroup
+			for range workers {
+				wg.Go(func() {
+					for range chunks {
+						c, err := tun.DialContext(context.Background(), "tcp", source)
+						if err != nil {
+							b.Error(err)
+							return
+						}
+						n, err := io.Copy(io.Discard, c)
+						c.Close()
+						if err != nil || n != chunk {
+							b.Errorf("read %d bytes, %v", n, err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			d := time.Since(start)
+			rates[i] += workers * chunks * chunk / d.Seconds() / 1e6
+			b.Logf("%s: %v, %.2f MB/s, sessions opened %d", v.name, d.Round(time.Millisecond),
+				workers*chunks*chunk/d.Seconds()/1e6, tun.Stats().SessionsOpened)
+			tun.Close()
+			srv.Close()
+		}
+	}
+	for i, v := range variants {
+		b.ReportMetric(rates[i]/float64(b.N), fmt.Sprintf("MB/s(%s)", v.name))
+	}
+	b.ReportMetric(rates[2]/rates[0], "auto/sessions=1")
+	b.ReportMetric(rates[2]/rates[1], "auto/sessions=8")
+}
