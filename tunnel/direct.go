@@ -41,6 +41,8 @@ type destPool struct {
 	spare    link.Link     // basic: the session opened to find that out, for the first dial
 	sessions []*portmux.Session
 	ids      []string
+	opening  int           // replacements being opened (Config.Replace)
+	changed  chan struct{} // closed when a session is added or removed (d.mu)
 }
 
 // carrierStats are counters of a multiplexer.
@@ -75,7 +77,7 @@ func (d *direct) pool(ctx context.Context, addr string) (*destPool, error) {
 	}
 	p, ok := d.pools[addr]
 	if !ok {
-		p = &destPool{addr: addr, ready: make(chan struct{})}
+		p = &destPool{addr: addr, ready: make(chan struct{}), changed: make(chan struct{})}
 		d.pools[addr] = p
 		d.mu.Unlock()
 		d.fill(ctx, p)
@@ -185,6 +187,9 @@ func (d *direct) watch(p *destPool, s *portmux.Session) {
 		d.drop(p)
 		return
 	}
+	if d.t.cfg.Replace.Enabled && d.lost(p, s, cause) {
+		return
+	}
 	err := fmt.Errorf("%w: port session to %s: %w", ErrTunnelDown, p.addr, cause)
 	d.t.log.Warn("tunnel down", "addr", p.addr, "err", cause)
 	d.t.shutdown(err)
@@ -241,23 +246,55 @@ func (d *direct) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	if p.basic {
 		return d.dialPerConn(ctx, p)
 	}
-	d.mu.Lock()
-	if len(p.sessions) == 0 {
-		d.mu.Unlock()
-		return nil, fmt.Errorf("tunnel: dial %s: %w", addr, d.t.closedErr())
-	}
-	best := p.sessions[0]
-	for _, s := range p.sessions[1:] {
-		if s.Load() < best.Load() {
-			best = s
+	for retried := false; ; {
+		d.mu.Lock()
+		var best *portmux.Session
+		for _, s := range p.sessions {
+			if muxDead(s) {
+				continue
+			}
+			if best == nil || s.Load() < best.Load() {
+				best = s
+			}
 		}
+		if best == nil {
+			if !d.t.cfg.Replace.Enabled || d.closed || p.dropped {
+				d.mu.Unlock()
+				return nil, fmt.Errorf("tunnel: dial %s: %w", addr, d.t.closedErr())
+			}
+			// Replace: the watcher drops the dead session and opens a
+			// replacement; wait for it (or the tunnel's end).
+			ch := p.changed
+			d.mu.Unlock()
+			select {
+			case <-ch:
+			case <-d.t.closing:
+			case <-ctx.Done():
+				return nil, fmt.Errorf("tunnel: dial %s: waiting for a session: %w", addr, ctx.Err())
+			}
+			continue
+		}
+		d.mu.Unlock()
+		c, err := best.Open(ctx)
+		if err != nil {
+			if d.t.cfg.Replace.Enabled && !retried && errors.Is(err, portmux.ErrSessionDown) && ctx.Err() == nil && d.t.shutdownCause() == nil {
+				retried = true // the session ended under the open: try another
+				continue
+			}
+			return nil, fmt.Errorf("tunnel: dial %s: %w", addr, d.downErr(err))
+		}
+		return &directConn{Conn: c, d: d, p: p}, nil
 	}
-	d.mu.Unlock()
-	c, err := best.Open(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("tunnel: dial %s: %w", addr, d.downErr(err))
+}
+
+// muxDead reports whether a port session has ended.
+func muxDead(s *portmux.Session) bool {
+	select {
+	case <-s.Done():
+		return true
+	default:
+		return false
 	}
-	return &directConn{Conn: c, d: d, p: p}, nil
 }
 
 // downErr makes a session-down error match ErrTunnelDown too, or, when
@@ -269,8 +306,17 @@ func (d *direct) downErr(err error) error {
 	d.mu.Lock()
 	cause := d.cause
 	d.mu.Unlock()
+	if cause == nil {
+		cause = d.t.shutdownCause()
+	}
 	if cause != nil && !errors.Is(err, cause) {
 		return fmt.Errorf("%w: %w", cause, err)
+	}
+	if cause == nil && d.t.cfg.Replace.Enabled {
+		if !errors.Is(err, ErrSessionLost) {
+			return fmt.Errorf("%w: %w", ErrSessionLost, err)
+		}
+		return err
 	}
 	if !errors.Is(err, ErrTunnelDown) {
 		return fmt.Errorf("%w: %w", ErrTunnelDown, err)
@@ -409,3 +455,123 @@ var (
 	aLongTimeAgo = time.Unix(1, 0)
 	noDeadline   time.Time
 )
+
+// lost handles the end of port session s of p before Close with Replace
+// on: p drops it and opens replacements up to Config.Sessions. It reports
+// false when the tunnel must fail instead.
+func (d *direct) lost(p *destPool, s *portmux.Session, cause error) bool {
+	d.mu.Lock()
+	if d.closed || p.dropped {
+		d.mu.Unlock()
+		return !d.closed
+	}
+	id := ""
+	for i, x := range p.sessions {
+		if x == s {
+			id = p.ids[i]
+			p.sessions = append(p.sessions[:i:i], p.sessions[i+1:]...)
+			p.ids = append(p.ids[:i:i], p.ids[i+1:]...)
+			break
+		}
+	}
+	st := s.Stats()
+	d.retired.bytesSent += st.BytesSent
+	d.retired.bytesReceived += st.BytesReceived
+	d.retired.totalConns += st.TotalConns
+	need := d.t.cfg.Sessions - len(p.sessions) - p.opening
+	for range need {
+		p.opening++
+		d.t.wg.Go(func() { d.replace(p, id, cause) })
+	}
+	close(p.changed)
+	p.changed = make(chan struct{})
+	d.mu.Unlock()
+	d.t.log.Warn("tunnel session lost", "session", id, "addr", p.addr, "err", cause, "replacing", need > 0)
+	s.Close()
+	return true
+}
+
+// replace opens a replacement port session for p, with backoff. When it
+// cannot and p has no session left, the tunnel fails.
+func (d *direct) replace(p *destPool, id string, cause error) {
+	backoff := d.t.cfg.Replace.Backoff
+	var (
+		last  error
+		tries int
+	)
+	for tries = 1; tries <= d.t.cfg.Replace.Attempts; tries++ {
+		s, sid, err := d.openMux(d.t.stopping, p.addr)
+		if err == nil {
+			d.mu.Lock()
+			p.opening--
+			if d.closed || p.dropped {
+				d.mu.Unlock()
+				s.Close()
+				return
+			}
+			p.sessions = append(p.sessions, s)
+			p.ids = append(p.ids, sid)
+			close(p.changed)
+			p.changed = make(chan struct{})
+			d.t.wg.Go(func() { d.watch(p, s) })
+			d.mu.Unlock()
+			d.t.mu.Lock()
+			d.t.replacements++
+			d.t.lastReason = cause.Error()
+			d.t.mu.Unlock()
+			d.t.log.Info("tunnel session replaced", "lost", id, "session", sid, "addr", p.addr, "reason", cause, "tries", tries)
+			return
+		}
+		last = err
+		if d.t.stopping.Err() != nil || permanent(err) || errors.Is(err, link.ErrForbidden) || errors.Is(err, link.ErrConnect) || tries == d.t.cfg.Replace.Attempts {
+			break
+		}
+		d.t.log.Warn("tunnel: replacement session failed; retrying", "lost", id, "addr", p.addr, "try", tries, "retryIn", backoff, "err", err)
+		timer := time.NewTimer(backoff)
+		select {
+		case <-timer.C:
+		case <-d.t.closing:
+			timer.Stop()
+		}
+		backoff = min(2*backoff, maxReplaceBackoff)
+	}
+	d.mu.Lock()
+	p.opening--
+	none := len(p.sessions) == 0 && p.opening == 0
+	closed := d.closed || p.dropped
+	close(p.changed)
+	p.changed = make(chan struct{})
+	d.mu.Unlock()
+	if closed {
+		return
+	}
+	if !none {
+		d.t.log.Error("tunnel: no replacement session; going on with the others", "lost", id, "addr", p.addr, "tries", tries, "err", last)
+		return
+	}
+	err := fmt.Errorf("%w: port session %s to %s: %w; no replacement after %d tries: %w", ErrTunnelDown, id, p.addr, cause, min(tries, d.t.cfg.Replace.Attempts), last)
+	d.t.log.Warn("tunnel down", "addr", p.addr, "err", err)
+	d.t.shutdown(err)
+}
+
+// openMux starts one mux port session to addr.
+func (d *direct) openMux(ctx context.Context, addr string) (*portmux.Session, string, error) {
+	l, mode, err := d.pt.DialPort(ctx, addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("tunnel: port session to %s: %w", addr, err)
+	}
+	if !mode.Mux {
+		l.Close()
+		return nil, "", fmt.Errorf("tunnel: port session to %s: the agent switched to basic port forwarding", addr)
+	}
+	s, err := portmux.Client(l, portmux.Config{
+		Addr: addr, SessionID: l.ID(), KeepAlive: mode.KeepAlive,
+		StreamBuffer: d.t.cfg.Direct.StreamBuffer, ConnectErrors: mode.ConnectErrors,
+		Logger: d.t.log,
+	})
+	if err != nil {
+		l.Close()
+		return nil, "", fmt.Errorf("tunnel: port session to %s: %w", addr, err)
+	}
+	return s, l.ID(), nil
+}

@@ -158,9 +158,6 @@ func (c Config) prepareScale() (Config, error) {
 		if c.scaling() {
 			return c, &ConfigError{Field: "Scale", Problem: "automatic sessions are not implemented in ModeDirect yet: set Sessions, or use ModeSSH"}
 		}
-		if c.Replace.Enabled {
-			return c, &ConfigError{Field: "Replace", Problem: "replacement sessions are not implemented in ModeDirect yet: leave Replace zero, or use ModeSSH"}
-		}
 	}
 	return c, nil
 }
@@ -380,6 +377,7 @@ func (t *Tunnel) lost(s *session, cause error) bool {
 		return false
 	}
 	t.retireLocked(s)
+	s.lostCause = cause
 	need := t.cfg.Sessions - len(t.sessions) - t.opening
 	for range need {
 		t.opening++
@@ -389,6 +387,15 @@ func (t *Tunnel) lost(s *session, cause error) bool {
 	left := len(t.sessions)
 	t.mu.Unlock()
 	t.log.Warn("tunnel session lost", "session", s.id, "err", cause, "sessionsLeft", left, "replacing", need > 0)
+	// Let the SSH client see its transport's end first, so that its
+	// channels report the session's reason rather than our Close.
+	timer := time.NewTimer(t.cfg.CloseTimeout)
+	select {
+	case <-s.client.Done():
+	case <-timer.C:
+	case <-t.closing:
+	}
+	timer.Stop()
 	if err := s.close(); err != nil {
 		t.log.Debug("tunnel: closing a lost session", "session", s.id, "err", err)
 	}
@@ -463,11 +470,16 @@ func permanent(err error) bool {
 
 // sessionDownErr is the error of a connection or dial of session s that
 // failed with err because the session ended, when the tunnel lives on
-// (Replace): ErrSessionLost wrapping the SSH client's reason.
-func sessionDownErr(s *session, err error) error {
+// (Replace): ErrSessionLost wrapping why the session ended (lost is the
+// pool's record, nil when its watcher has not run yet), else the SSH
+// client's reason.
+func sessionDownErr(s *session, lost, err error) error {
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Err != nil {
 		err = oe.Err
+	}
+	if lost != nil && !errors.Is(err, lost) {
+		return fmt.Errorf("%w: session %s: %w (%w)", ErrSessionLost, s.id, lost, err)
 	}
 	return fmt.Errorf("%w: session %s: %w", ErrSessionLost, s.id, err)
 }

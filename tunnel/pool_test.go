@@ -82,102 +82,117 @@ var sessionEndings = []sessionEnding{
 // wrapping the cause, never io.EOF), the tunnel stays up, later queries
 // succeed on the replacement, and Stats counts one replacement.
 func TestReplaceSessionPgxPoolCarriesOn(t *testing.T) {
-	for _, e := range sessionEndings {
-		t.Run(e.name, func(t *testing.T) {
-			verifyNoLeaks(t)
-			sshd := testenv.StartSSHD(t)
-			srv := newEmulator(t, sshd.Addr)
-			cfg := ssmConfig(srv, sshd)
-			cfg.Replace = tunnel.ReplaceConfig{Enabled: true, Backoff: 200 * time.Millisecond}
-			cfg.SSM.CloseTimeout = 2 * time.Second
-			tun := open(t, cfg)
-			defer tun.Close()
-
-			pcfg, err := dialer.ParsePgxPool(tun, testenv.PostgresDSN(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			pcfg.MaxConns = 3
-			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-			defer cancel()
-			pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer pool.Close()
-			var one int
-			if err := pool.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
-				t.Fatalf("query before the ending: %v", err)
-			}
-
-			// A query in flight on the session when it ends. With a
-			// parameter: pgx's simple protocol (Exec without arguments)
-			// drops the read error in MultiResultReader.NextResult and
-			// reports "conn closed" instead (pgx v5.12.0).
-			slow := make(chan error, 1)
-			go func() {
-				_, err := pool.Exec(ctx, "SELECT pg_sleep($1)", 30)
-				slow <- err
-			}()
-			waitUntil(t, 10*time.Second, "pg_sleep running", func() bool { return pool.Stat().AcquiredConns() == 1 })
-			time.Sleep(100 * time.Millisecond) // the query has left the client
-			lostID := tun.Stats().SessionIDs[0]
-			e.end(t, srv, lostID)
-
-			select {
-			case err = <-slow:
-			case <-time.After(20 * time.Second):
-				t.Fatal("the query on the ended session did not fail within 20s")
-			}
-			if err == nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				t.Fatalf("query on the ended session: %v; want a loud error, never EOF", err)
-			}
-			if !errors.Is(err, tunnel.ErrSessionLost) || !errors.Is(err, e.cause) {
-				t.Fatalf("query on the ended session: %v; want ErrSessionLost wrapping %v", err, e.cause)
-			}
-			if errors.Is(err, tunnel.ErrTunnelDown) {
-				t.Fatalf("query on the ended session: %v matches ErrTunnelDown, but the tunnel lives on", err)
-			}
-			t.Logf("query on the ended session: %v", err)
-
-			// Later queries go through the replacement. pgxpool may hand out
-			// an idle connection of the dead session first: that query fails
-			// the same loud way, and the pool drops the connection.
-			ok, failed := 0, 0
-			for ok < 5 {
-				err := pool.QueryRow(ctx, "SELECT 1").Scan(&one)
-				if err == nil {
-					ok++
-					continue
-				}
-				failed++
-				if !errors.Is(err, tunnel.ErrSessionLost) || errors.Is(err, io.EOF) {
-					t.Fatalf("query after the ending: %v; want success, or ErrSessionLost on a connection of the dead session", err)
-				}
-				if failed > int(pcfg.MaxConns) {
-					t.Fatalf("%d queries failed after the ending; at most one per pooled connection (%d) may", failed, pcfg.MaxConns)
-				}
-			}
-			select {
-			case <-tun.Done():
-				t.Fatalf("tunnel down: %v", tun.Err())
-			default:
-			}
-			st := tun.Stats()
-			if st.Replacements != 1 || st.LastReplacementReason == "" || slices.Contains(st.SessionIDs, lostID) || len(st.SessionIDs) != 1 {
-				t.Fatalf("Stats after the ending: %+v; want 1 replacement with a reason and one session other than %s", st, lostID)
-			}
-			t.Logf("replacement reason: %s", st.LastReplacementReason)
-			if n := srv.Stats().SessionsOpen; n != 1 {
-				t.Fatalf("emulator has %d sessions open; want 1 (the replacement)", n)
-			}
-			pool.Close()
-			if err := tun.Close(); err != nil {
-				t.Fatalf("Close: %v", err)
-			}
-			waitNoSessions(t, srv)
-		})
+	for _, mode := range []tunnel.Mode{tunnel.ModeSSH, tunnel.ModeDirect} {
+		for _, e := range sessionEndings {
+			t.Run(mode.String()+"/"+e.name, func(t *testing.T) {
+				testReplaceSessionPgxPool(t, mode, e)
+			})
+		}
 	}
+}
+
+func testReplaceSessionPgxPool(t *testing.T, mode tunnel.Mode, e sessionEnding) {
+	verifyNoLeaks(t)
+	var (
+		srv *ssmtest.Server
+		cfg tunnel.Config
+	)
+	if mode == tunnel.ModeSSH {
+		sshd := testenv.StartSSHD(t)
+		srv = newEmulator(t, sshd.Addr)
+		cfg = ssmConfig(srv, sshd)
+	} else {
+		srv = directEmulator(t, ssmtest.Config{})
+		cfg = directTunnelConfig(srv)
+	}
+	cfg.Replace = tunnel.ReplaceConfig{Enabled: true, Backoff: 200 * time.Millisecond}
+	cfg.SSM.CloseTimeout = 2 * time.Second
+	tun := open(t, cfg)
+	defer tun.Close()
+
+	pcfg, err := dialer.ParsePgxPool(tun, testenv.PostgresDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcfg.MaxConns = 3
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var one int
+	if err := pool.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+		t.Fatalf("query before the ending: %v", err)
+	}
+
+	// A query in flight on the session when it ends. With a
+	// parameter: pgx's simple protocol (Exec without arguments)
+	// drops the read error in MultiResultReader.NextResult and
+	// reports "conn closed" instead (pgx v5.12.0).
+	slow := make(chan error, 1)
+	go func() {
+		_, err := pool.Exec(ctx, "SELECT pg_sleep($1)", 30)
+		slow <- err
+	}()
+	waitUntil(t, 10*time.Second, "pg_sleep running", func() bool { return pool.Stat().AcquiredConns() == 1 })
+	time.Sleep(100 * time.Millisecond) // the query has left the client
+	lostID := tun.Stats().SessionIDs[0]
+	e.end(t, srv, lostID)
+
+	select {
+	case err = <-slow:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the query on the ended session did not fail within 20s")
+	}
+	if err == nil || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("query on the ended session: %v; want a loud error, never EOF", err)
+	}
+	if !errors.Is(err, tunnel.ErrSessionLost) || !errors.Is(err, e.cause) {
+		t.Fatalf("query on the ended session: %v; want ErrSessionLost wrapping %v", err, e.cause)
+	}
+	if errors.Is(err, tunnel.ErrTunnelDown) {
+		t.Fatalf("query on the ended session: %v matches ErrTunnelDown, but the tunnel lives on", err)
+	}
+	t.Logf("query on the ended session: %v", err)
+
+	// Later queries go through the replacement. pgxpool may hand out
+	// an idle connection of the dead session first: that query fails
+	// the same loud way, and the pool drops the connection.
+	ok, failed := 0, 0
+	for ok < 5 {
+		err := pool.QueryRow(ctx, "SELECT 1").Scan(&one)
+		if err == nil {
+			ok++
+			continue
+		}
+		failed++
+		if !errors.Is(err, tunnel.ErrSessionLost) || errors.Is(err, io.EOF) {
+			t.Fatalf("query after the ending: %v; want success, or ErrSessionLost on a connection of the dead session", err)
+		}
+		if failed > int(pcfg.MaxConns) {
+			t.Fatalf("%d queries failed after the ending; at most one per pooled connection (%d) may", failed, pcfg.MaxConns)
+		}
+	}
+	select {
+	case <-tun.Done():
+		t.Fatalf("tunnel down: %v", tun.Err())
+	default:
+	}
+	st := tun.Stats()
+	if st.Replacements != 1 || st.LastReplacementReason == "" || slices.Contains(st.SessionIDs, lostID) || len(st.SessionIDs) != 1 {
+		t.Fatalf("Stats after the ending: %+v; want 1 replacement with a reason and one session other than %s", st, lostID)
+	}
+	t.Logf("replacement reason: %s", st.LastReplacementReason)
+	if n := srv.Stats().SessionsOpen; n != 1 {
+		t.Fatalf("emulator has %d sessions open; want 1 (the replacement)", n)
+	}
+	pool.Close()
+	if err := tun.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	waitNoSessions(t, srv)
 }
 
 // TestReplaceSessionDatabaseSQLCarriesOn is the database/sql variant: the
@@ -424,7 +439,6 @@ func TestScaleConfigErrorsAreTyped(t *testing.T) {
 		{"Scale", func(c *tunnel.Config) { c.Scale.Max, c.Scale.Interval = 4, -time.Second }},
 		{"Replace", func(c *tunnel.Config) { c.Replace = tunnel.ReplaceConfig{Enabled: true, Attempts: -1} }},
 		{"Scale", func(c *tunnel.Config) { c.Mode, c.Sessions = tunnel.ModeDirect, tunnel.AutoSessions }},
-		{"Replace", func(c *tunnel.Config) { c.Mode, c.Replace.Enabled = tunnel.ModeDirect, true }},
 	} {
 		cfg := tunnel.Config{SSM: ssm.Config{Target: target, AWS: aws.Config{Region: "us-east-1"}}}
 		tc.mod(&cfg)
@@ -435,8 +449,6 @@ func TestScaleConfigErrorsAreTyped(t *testing.T) {
 		}
 	}
 }
-
-
 
 // TestOpeningSessionDoesNotBlockDialsToIdleSessions guards the placement
 // rule: while the pool opens a session (here one that hangs), a dial that

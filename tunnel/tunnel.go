@@ -141,7 +141,8 @@ type Stats struct {
 	Uptime        time.Duration // time since Open returned
 
 	// SessionsOpened counts the sessions opened since Open: those of Open,
-	// those opened for the load (Config.Scale) and replacements.
+	// those opened for the load (Config.Scale) and replacements. ModeSSH
+	// only (0 in ModeDirect).
 	SessionsOpened int64
 	// SessionsClosedIdle counts the extra sessions closed because they
 	// carried no connection for Scale.IdleClose.
@@ -156,10 +157,10 @@ type Stats struct {
 
 // Tunnel is an open tunnel. Its methods are safe for concurrent use.
 type Tunnel struct {
-	cfg      Config
-	log      *slog.Logger
-	icKey    *instanceconnect.Key // nil unless Config.InstanceConnect
-	started  time.Time
+	cfg     Config
+	log     *slog.Logger
+	icKey   *instanceconnect.Key // nil unless Config.InstanceConnect
+	started time.Time
 
 	mu     sync.Mutex
 	closed bool
@@ -205,6 +206,7 @@ type session struct {
 	conns     map[*conn]struct{} // open connections
 	idleSince time.Time          // since when it carries no connection (zero: it does)
 	retired   bool               // removed from the pool: its end is no failure
+	lostCause error              // why it ended, when Replace handled its end
 }
 
 // Open validates cfg, starts cfg.Sessions SSM sessions with an SSH client
@@ -567,11 +569,14 @@ func endsTunnel(err error) bool {
 // reason (which wraps the SSM session's), or with Config.Replace,
 // ErrSessionLost wrapping it.
 func (t *Tunnel) downErr(s *session, err error) error {
-	if cause := t.shutdownCause(); cause != nil {
+	t.mu.Lock()
+	cause, lost := t.cause, s.lostCause
+	t.mu.Unlock()
+	if cause != nil {
 		return cause
 	}
 	if t.cfg.Replace.Enabled {
-		return sessionDownErr(s, err)
+		return sessionDownErr(s, lost, err)
 	}
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Err != nil {
@@ -638,9 +643,12 @@ func (s *session) load() int64 { return s.client.Stats().OpenConns + s.pending.L
 func (t *Tunnel) Stats() Stats {
 	if t.direct != nil {
 		cs, ids, conns := t.direct.stats()
+		t.mu.Lock()
+		defer t.mu.Unlock()
 		return Stats{
 			BytesSent: cs.bytesSent, BytesReceived: cs.bytesReceived, OpenConns: int(cs.openConns),
 			TotalConns: cs.totalConns, SessionIDs: ids, SessionConns: conns, Uptime: time.Since(t.started),
+			Replacements: t.replacements, LastReplacementReason: t.lastReason,
 		}
 	}
 	t.mu.Lock()
