@@ -17,8 +17,9 @@ import (
 // emulator with the real agent's pacing (~0.7 MiB/s per session): 8
 // workers each download 4 chunks of 256 KiB, one connection per chunk (as
 // a partitioned read does), through a tunnel with Sessions 1, Sessions 8
-// and Sessions: AutoSessions (Scale.Max 8). The three run in the same op,
-// so the ratios compare like with like. Figures belong in BENCHMARKS.md:
+// and Sessions: AutoSessions (Scale.Max 8; "auto-nowait" with
+// Scale.DialWait < 0, where a dial never waits for an opening session).
+// All run in the same op, so the ratios compare like with like. Figures belong in BENCHMARKS.md:
 //
 //	go test -run '^$' -bench AutoSessions -benchtime 1x ./tunnel
 func BenchmarkAutoSessions(b *testing.B) {
@@ -28,7 +29,8 @@ func BenchmarkAutoSessions(b *testing.B) {
 	variants := []struct {
 		name     string
 		sessions int
-	}{{"sessions=1", 1}, {"sessions=8", 8}, {"auto", tunnel.AutoSessions}}
+		dialWait time.Duration
+	}{{"sessions=1", 1, 0}, {"sessions=8", 8, 0}, {"auto", tunnel.AutoSessions, 0}, {"auto-nowait", tunnel.AutoSessions, -1}}
 	rates := make([]float64, len(variants))
 	for range b.N {
 		for i, v := range variants {
@@ -38,6 +40,7 @@ func BenchmarkAutoSessions(b *testing.B) {
 			}
 			cfg := ssmConfig(srv, sshd)
 			cfg.Sessions = v.sessions
+			cfg.Scale.DialWait = v.dialWait
 			tun, err := tunnel.Open(context.Background(), cfg)
 			if err != nil {
 				b.Fatal(err)
@@ -75,4 +78,5 @@ func BenchmarkAutoSessions(b *testing.B) {
 	}
 	b.ReportMetric(rates[2]/rates[0], "auto/sessions=1")
 	b.ReportMetric(rates[2]/rates[1], "auto/sessions=8")
+	b.ReportMetric(rates[3]/rates[1], "auto-nowait/sessions=8")
 }
