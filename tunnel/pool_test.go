@@ -5,8 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -203,6 +205,8 @@ func TestReplaceSessionDatabaseSQLCarriesOn(t *testing.T) {
 	srv := newEmulator(t, sshd.Addr)
 	cfg := ssmConfig(srv, sshd)
 	cfg.Replace = tunnel.ReplaceConfig{Enabled: true, Backoff: 100 * time.Millisecond}
+	var logs testenv.SyncBuffer
+	cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	tun := open(t, cfg)
 	defer tun.Close()
 	db, err := dialer.OpenPostgres(tun, testenv.PostgresDSN(t))
@@ -247,6 +251,11 @@ func TestReplaceSessionDatabaseSQLCarriesOn(t *testing.T) {
 	}
 	if st := tun.Stats(); st.Replacements != 1 || tun.Err() != nil {
 		t.Fatalf("Stats %+v, Err %v; want 1 replacement and the tunnel up", st, tun.Err())
+	}
+	for _, want := range []string{"level=WARN msg=\"tunnel session lost\"", "level=INFO msg=\"tunnel session replaced\""} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("logs lack %s:\n%s", want, logs.String())
+		}
 	}
 }
 

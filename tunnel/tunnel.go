@@ -18,9 +18,13 @@
 //	defer tun.Close()
 //	db, err := dialer.OpenMySQL(tun, "app:secret@tcp(db.internal:3306)/app")
 //
-// The tunnel fails as a whole when any of its sessions ends (SSM session
-// terminated, SSH keepalive failed): [Tunnel.Done] is closed and
-// [Tunnel.Err] gives the cause, so a job can fail fast.
+// By default the tunnel fails as a whole when any of its sessions ends (SSM
+// session terminated, SSH keepalive failed): [Tunnel.Done] is closed and
+// [Tunnel.Err] gives the cause, so a job can fail fast. With
+// Config.Replace, a session that ends fails only the connections it
+// carried ([ErrSessionLost]) and a replacement takes the new ones; with
+// Sessions: [AutoSessions] (or Config.Scale) the number of sessions
+// follows the load. See [ReplaceConfig] and [ScaleConfig].
 package tunnel
 
 import (
@@ -461,7 +465,15 @@ func (t *Tunnel) watch(s *session) {
 // closed the connection. When the tunnel ends under it they return, after
 // the data already received, a *net.OpError wrapping the tunnel's reason:
 // [ErrTunnelDown] with the cause (for instance sshx.ErrKeepaliveTimeout or
-// ssm.ErrSessionTerminated), or [ErrClosed] after Close.
+// ssm.ErrSessionTerminated), or [ErrClosed] after Close. With
+// Config.Replace, the end of the conn's session is [ErrSessionLost] with
+// the cause, and the tunnel stays up.
+//
+// Which session a dial goes to: the one with the fewest busy connections,
+// then the fewest open ones; with Config.Scale a dial may wait up to
+// Scale.DialWait for a session the pool is opening (see [ScaleConfig]),
+// and with Config.Replace a dial made while no session is ready waits for
+// the replacement (within ctx).
 func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	if err := checkDialAddr(network, addr); err != nil {
 		return nil, err
