@@ -300,10 +300,10 @@ func (t *Tunnel) grow(i int) {
 			t.growBackoff = min(2*t.growBackoff, maxReplaceBackoff)
 		}
 		t.growAfter = time.Now().Add(t.growBackoff)
-		closed := t.closed
+		closed, backoff := t.closed, t.growBackoff
 		t.mu.Unlock()
 		if !closed {
-			t.log.Warn("tunnel: could not open a session for the load", "err", err, "retryAfter", t.growBackoff)
+			t.log.Warn("tunnel: could not open a session for the load", "err", err, "retryAfter", backoff)
 		}
 		return
 	}
