@@ -515,3 +515,59 @@ func TestOpeningSessionDoesNotBlockDialsToIdleSessions(t *testing.T) {
 		t.Fatalf("Close with a session opening: %v", err)
 	}
 }
+
+// TestAutoSessionsScaleUpFailureKeepsTunnel guards the rule that a failed
+// scale-up (here the SSM API throttles StartSession) never fails the
+// tunnel: the connections share the sessions that exist, and the pool
+// tries again later, once the API answers.
+func TestAutoSessionsScaleUpFailureKeepsTunnel(t *testing.T) {
+	verifyNoLeaks(t)
+	sshd := testenv.StartSSHD(t)
+	srv := newEmulator(t, sshd.Addr)
+	echo := testenv.EchoServer(t)
+	cfg := ssmConfig(srv, sshd)
+	cfg.Sessions = tunnel.AutoSessions
+	cfg.Scale = tunnel.ScaleConfig{Max: 3, Interval: 50 * time.Millisecond}
+	tun := open(t, cfg)
+	defer tun.Close()
+	srv.SetAPIFault(ssmtest.APIFault{Operation: "StartSession", Code: "ThrottlingException"})
+	stop := make(chan struct{})
+	errs := make(chan error, 3)
+	for range 3 {
+		c := dial(t, tun, echo)
+		go func() {
+			buf := make([]byte, 4<<10)
+			for {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				if _, err := c.Write(buf); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := io.ReadFull(c, buf); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	waitUntil(t, 10*time.Second, "scale-up attempts refused by the API", func() bool { return srv.Stats().APIErrors >= 2 })
+	if err := tun.Err(); err != nil {
+		t.Fatalf("a failed scale-up failed the tunnel: %v", err)
+	}
+	if st := tun.Stats(); st.SessionsOpened != 1 || !slices.Equal(st.SessionConns, []int{3}) {
+		t.Fatalf("Stats = %+v; want the 3 connections on the one session", st)
+	}
+	srv.ClearAPIFault("StartSession")
+	waitUntil(t, 20*time.Second, "the pool opening sessions once the API answers", func() bool { return srv.Stats().SessionsOpen == 3 })
+	close(stop)
+	for range 3 {
+		if err := <-errs; err != nil {
+			t.Fatalf("echo: %v", err)
+		}
+	}
+}
