@@ -22,11 +22,13 @@ type direct struct {
 	tr link.Transport
 	pt link.PortTransport // nil: the transport has no port sessions
 
-	mu      sync.Mutex
-	pools   map[string]*destPool
-	closed  bool
-	cause   error        // why the tunnel shut down (set by close)
-	retired carrierStats // counters of sessions no longer in a pool
+	mu         sync.Mutex
+	pools      map[string]*destPool
+	closed     bool
+	cause      error        // why the tunnel shut down (set by close)
+	retired    carrierStats // counters of sessions no longer in a pool
+	opened     int64        // Stats.SessionsOpened
+	closedIdle int64        // Stats.SessionsClosedIdle
 
 	perConn perConnStats
 }
@@ -43,12 +45,21 @@ type destPool struct {
 	ids      []string
 	opening  int           // replacements being opened (Config.Replace)
 	changed  chan struct{} // closed when a session is added or removed (d.mu)
+
+	// Config.Scale (directpool.go), d.mu.
+	state       map[*portmux.Session]*muxState
+	waiting     int // dials waiting for an opening session
+	claimed     int // opening sessions a waiting dial has claimed
+	growing     int // sessions being opened for the load
+	growAfter   time.Time
+	growBackoff time.Duration
 }
 
 // carrierStats are counters of a multiplexer.
 type carrierStats struct {
 	bytesSent, bytesReceived int64
 	openConns, totalConns    int64
+	opened, closedIdle       int64 // sessions (ModeDirect pools)
 }
 
 func newDirect(t *Tunnel) *direct {
@@ -160,6 +171,9 @@ func (d *direct) fill(ctx context.Context, p *destPool) {
 		p.sessions = append(p.sessions, s)
 		p.ids = append(p.ids, l.ID())
 	}
+	d.mu.Lock()
+	d.opened += int64(len(p.sessions))
+	d.mu.Unlock()
 	for _, s := range p.sessions {
 		d.t.wg.Go(func() { d.watch(p, s) })
 	}
@@ -177,7 +191,7 @@ func (d *direct) watch(p *destPool, s *portmux.Session) {
 	}
 	cause := s.Err()
 	d.mu.Lock()
-	dropped := p.dropped
+	dropped := p.dropped || p.state[s] != nil && p.state[s].retired
 	d.mu.Unlock()
 	if dropped {
 		return
@@ -246,16 +260,29 @@ func (d *direct) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	if p.basic {
 		return d.dialPerConn(ctx, p)
 	}
+	waitUntil := d.waitDeadline()
 	for retried := false; ; {
 		d.mu.Lock()
-		var best *portmux.Session
-		for _, s := range p.sessions {
-			if muxDead(s) {
-				continue
+		best, wait := d.placeLocked(p, waitUntil)
+		if wait != nil {
+			// Every session of p is busy: wait for one the pool opens.
+			d.mu.Unlock()
+			timer := time.NewTimer(time.Until(waitUntil))
+			select {
+			case <-wait:
+			case <-timer.C:
+			case <-d.t.closing:
+			case <-ctx.Done():
 			}
-			if best == nil || s.Load() < best.Load() {
-				best = s
+			timer.Stop()
+			d.mu.Lock()
+			p.waiting--
+			p.claimed--
+			d.mu.Unlock()
+			if err := d.waited(ctx, addr); err != nil {
+				return nil, err
 			}
+			continue
 		}
 		if best == nil {
 			if !d.t.cfg.Replace.Enabled || d.closed || p.dropped {
@@ -270,7 +297,9 @@ func (d *direct) dial(ctx context.Context, network, addr string) (net.Conn, erro
 			case <-ch:
 			case <-d.t.closing:
 			case <-ctx.Done():
-				return nil, fmt.Errorf("tunnel: dial %s: waiting for a session: %w", addr, ctx.Err())
+			}
+			if err := d.waited(ctx, addr); err != nil {
+				return nil, err
 			}
 			continue
 		}
@@ -283,7 +312,23 @@ func (d *direct) dial(ctx context.Context, network, addr string) (net.Conn, erro
 			}
 			return nil, fmt.Errorf("tunnel: dial %s: %w", addr, d.downErr(err))
 		}
-		return &directConn{Conn: c, d: d, p: p}, nil
+		dc := &directConn{Conn: c, d: d, p: p, s: best}
+		d.track(p, best, dc)
+		return dc, nil
+	}
+}
+
+// waited is the error of a dial that waited for a session, if it must
+// stop: its ctx ended, or the tunnel is shutting down.
+func (d *direct) waited(ctx context.Context, addr string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("tunnel: dial %s: waiting for a session: %w", addr, err)
+	}
+	select {
+	case <-d.t.closing:
+		return fmt.Errorf("tunnel: dial %s: %w", addr, d.t.closedErr())
+	default:
+		return nil
 	}
 }
 
@@ -329,6 +374,7 @@ func (d *direct) stats() (st carrierStats, ids []string, conns []int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	st = d.retired
+	st.opened, st.closedIdle = d.opened, d.closedIdle
 	for _, p := range d.pools {
 		select {
 		case <-p.ready:
@@ -388,7 +434,11 @@ type directConn struct {
 	*portmux.Conn
 	d       *direct
 	p       *destPool
-	refused atomic.Bool // the agent could not connect it
+	s       *portmux.Session
+	refused atomic.Bool  // the agent could not connect it
+	moved   atomic.Int64 // bytes read and written (busy, Config.Scale)
+	pc      poolConn     // d.mu
+	once    sync.Once
 }
 
 func (c *directConn) check(err error) error {
@@ -404,12 +454,18 @@ func (c *directConn) check(err error) error {
 // Read reads from the destination (see portmux.Conn.Read for the errors).
 func (c *directConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.moved.Add(int64(n))
+	}
 	return n, c.check(err)
 }
 
 // Write writes to the destination.
 func (c *directConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.moved.Add(int64(n))
+	}
 	return n, c.check(err)
 }
 
@@ -423,6 +479,7 @@ func (c *directConn) Ready(ctx context.Context) error {
 // too: a refused destination leaves no session open.
 func (c *directConn) Close() error {
 	err := c.Conn.Close()
+	c.once.Do(func() { c.d.untrack(c) })
 	if c.refused.Load() {
 		c.d.dropIfIdle(c.p)
 	}
@@ -469,15 +526,11 @@ func (d *direct) lost(p *destPool, s *portmux.Session, cause error) bool {
 	for i, x := range p.sessions {
 		if x == s {
 			id = p.ids[i]
-			p.sessions = append(p.sessions[:i:i], p.sessions[i+1:]...)
-			p.ids = append(p.ids[:i:i], p.ids[i+1:]...)
+			d.retireLocked(p, i)
 			break
 		}
 	}
-	st := s.Stats()
-	d.retired.bytesSent += st.BytesSent
-	d.retired.bytesReceived += st.BytesReceived
-	d.retired.totalConns += st.TotalConns
+	p.stateLocked(s).retired = true
 	need := d.t.cfg.Sessions - len(p.sessions) - p.opening
 	for range need {
 		p.opening++
@@ -511,8 +564,8 @@ func (d *direct) replace(p *destPool, id string, cause error) {
 			}
 			p.sessions = append(p.sessions, s)
 			p.ids = append(p.ids, sid)
-			close(p.changed)
-			p.changed = make(chan struct{})
+			d.opened++
+			p.notifyLocked()
 			d.t.wg.Go(func() { d.watch(p, s) })
 			d.mu.Unlock()
 			d.t.mu.Lock()

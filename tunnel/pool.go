@@ -154,11 +154,6 @@ func (c Config) prepareScale() (Config, error) {
 	if c.Replace.Backoff == 0 {
 		c.Replace.Backoff = DefaultReplaceBackoff
 	}
-	if c.Mode == ModeDirect {
-		if c.scaling() {
-			return c, &ConfigError{Field: "Scale", Problem: "automatic sessions are not implemented in ModeDirect yet: set Sessions, or use ModeSSH"}
-		}
-	}
 	return c, nil
 }
 

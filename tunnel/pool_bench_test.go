@@ -17,15 +17,23 @@ import (
 // emulator with the real agent's pacing (~0.7 MiB/s per session): 8
 // workers each download 4 chunks of 256 KiB, one connection per chunk (as
 // a partitioned read does), through a tunnel with Sessions 1, Sessions 8
-// and Sessions: AutoSessions (Scale.Max 8; "auto-nowait" with
+// and Sessions: AutoSessions, in ModeSSH and ModeDirect (port sessions,
+// per destination) (Scale.Max 8; "auto-nowait" with
 // Scale.DialWait < 0, where a dial never waits for an opening session).
 // All run in the same op, so the ratios compare like with like. Figures belong in BENCHMARKS.md:
 //
 //	go test -run '^$' -bench AutoSessions -benchtime 1x ./tunnel
 func BenchmarkAutoSessions(b *testing.B) {
-	const workers, chunks, chunk = 8, 4, 256 << 10
+	const chunk = 256 << 10
 	source := startSource(b, chunk)
 	sshd := testenv.StartSSHD(b)
+	for _, mode := range []tunnel.Mode{tunnel.ModeSSH, tunnel.ModeDirect} {
+		b.Run(mode.String(), func(b *testing.B) { benchAutoSessions(b, mode, source, sshd) })
+	}
+}
+
+func benchAutoSessions(b *testing.B, mode tunnel.Mode, source string, sshd *testenv.SSHD) {
+	const workers, chunks, chunk = 8, 4, 256 << 10
 	variants := []struct {
 		name     string
 		sessions int
@@ -34,11 +42,19 @@ func BenchmarkAutoSessions(b *testing.B) {
 	rates := make([]float64, len(variants))
 	for range b.N {
 		for i, v := range variants {
-			srv, err := ssmtest.NewServer(ssmtest.Config{Targets: map[string]string{target: sshd.Addr}, Pacing: ssmtest.Realistic})
+			addr := sshd.Addr
+			if mode == tunnel.ModeDirect {
+				addr = "127.0.0.1"
+			}
+			srv, err := ssmtest.NewServer(ssmtest.Config{Targets: map[string]string{target: addr}, Pacing: ssmtest.Realistic})
 			if err != nil {
 				b.Fatal(err)
 			}
 			cfg := ssmConfig(srv, sshd)
+			if mode == tunnel.ModeDirect {
+				cfg = directTunnelConfig(srv)
+				cfg.Direct.Destinations = []string{source}
+			}
 			cfg.Sessions = v.sessions
 			cfg.Scale.DialWait = v.dialWait
 			tun, err := tunnel.Open(context.Background(), cfg)

@@ -336,11 +336,27 @@ func TestFailFastStaysDefault(t *testing.T) {
 // carrying an (idle) connection is never closed, and the extra sessions are
 // closed once idle (the emulator's open-session counter drops back to 1).
 func TestAutoSessionsOpenForLoadAndCloseWhenIdle(t *testing.T) {
+	for _, mode := range []tunnel.Mode{tunnel.ModeSSH, tunnel.ModeDirect} {
+		t.Run(mode.String(), func(t *testing.T) { testAutoSessions(t, mode) })
+	}
+}
+
+func testAutoSessions(t *testing.T, mode tunnel.Mode) {
 	verifyNoLeaks(t)
-	sshd := testenv.StartSSHD(t)
-	srv := newEmulator(t, sshd.Addr)
 	echo := testenv.EchoServer(t)
-	cfg := ssmConfig(srv, sshd)
+	var (
+		srv *ssmtest.Server
+		cfg tunnel.Config
+	)
+	if mode == tunnel.ModeSSH {
+		sshd := testenv.StartSSHD(t)
+		srv = newEmulator(t, sshd.Addr)
+		cfg = ssmConfig(srv, sshd)
+	} else {
+		srv = directEmulator(t, ssmtest.Config{})
+		cfg = directTunnelConfig(srv)
+		cfg.Direct.Destinations = []string{echo} // its session at Open
+	}
 	cfg.Sessions = tunnel.AutoSessions
 	cfg.Scale = tunnel.ScaleConfig{Max: 4, Interval: 50 * time.Millisecond, IdleClose: 300 * time.Millisecond}
 	tun := open(t, cfg)
@@ -447,7 +463,6 @@ func TestScaleConfigErrorsAreTyped(t *testing.T) {
 		{"Scale.Max", func(c *tunnel.Config) { c.Scale.Max = tunnel.MaxSessions + 1 }},
 		{"Scale", func(c *tunnel.Config) { c.Scale.Max, c.Scale.Interval = 4, -time.Second }},
 		{"Replace", func(c *tunnel.Config) { c.Replace = tunnel.ReplaceConfig{Enabled: true, Attempts: -1} }},
-		{"Scale", func(c *tunnel.Config) { c.Mode, c.Sessions = tunnel.ModeDirect, tunnel.AutoSessions }},
 	} {
 		cfg := tunnel.Config{SSM: ssm.Config{Target: target, AWS: aws.Config{Region: "us-east-1"}}}
 		tc.mod(&cfg)

@@ -79,14 +79,16 @@ type Config struct {
 	// Scale lets the pool open sessions while every session carries a
 	// busy connection and close the extra ones when they are idle (see
 	// ScaleConfig). Zero: no scaling (Sessions is fixed), unless Sessions
-	// is AutoSessions. ModeSSH only.
+	// is AutoSessions. In ModeDirect the policy applies per destination
+	// (connections through one-session-per-connection transports have
+	// nothing to scale).
 	Scale ScaleConfig
 
 	// Replace keeps the tunnel up when one of its sessions ends: only the
 	// connections it carried fail, and a replacement session is opened in
 	// the background (see ReplaceConfig for the trade-off). Zero: off, the
-	// tunnel fails as a whole when any session ends (fail fast). ModeSSH
-	// only.
+	// tunnel fails as a whole when any session ends (fail fast). Both
+	// modes (ModeDirect: per destination).
 	Replace ReplaceConfig
 
 	// InstanceConnect, if set, logs in with a throwaway Ed25519 key made
@@ -145,8 +147,8 @@ type Stats struct {
 	Uptime        time.Duration // time since Open returned
 
 	// SessionsOpened counts the sessions opened since Open: those of Open,
-	// those opened for the load (Config.Scale) and replacements. ModeSSH
-	// only (0 in ModeDirect).
+	// those opened for the load (Config.Scale) and replacements (ModeDirect:
+	// port sessions; one-session-per-connection links are not counted).
 	SessionsOpened int64
 	// SessionsClosedIdle counts the extra sessions closed because they
 	// carried no connection for Scale.IdleClose.
@@ -661,6 +663,7 @@ func (t *Tunnel) Stats() Stats {
 			BytesSent: cs.bytesSent, BytesReceived: cs.bytesReceived, OpenConns: int(cs.openConns),
 			TotalConns: cs.totalConns, SessionIDs: ids, SessionConns: conns, Uptime: time.Since(t.started),
 			Replacements: t.replacements, LastReplacementReason: t.lastReason,
+			SessionsOpened: cs.opened, SessionsClosedIdle: cs.closedIdle,
 		}
 	}
 	t.mu.Lock()
