@@ -191,7 +191,11 @@ func (d *direct) watch(p *destPool, s *portmux.Session) {
 	}
 	cause := s.Err()
 	d.mu.Lock()
-	dropped := p.dropped || p.state[s] != nil && p.state[s].retired
+	retired := p.state[s] != nil && p.state[s].retired
+	if retired {
+		delete(p.state, s) // closed by the pool for idleness
+	}
+	dropped := p.dropped || retired
 	d.mu.Unlock()
 	if dropped {
 		return
@@ -530,7 +534,7 @@ func (d *direct) lost(p *destPool, s *portmux.Session, cause error) bool {
 			break
 		}
 	}
-	p.stateLocked(s).retired = true
+	delete(p.state, s)
 	need := d.t.cfg.Sessions - len(p.sessions) - p.opening
 	for range need {
 		p.opening++
