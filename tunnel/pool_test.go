@@ -161,7 +161,10 @@ func testReplaceSessionPgxPool(t *testing.T, mode tunnel.Mode, e sessionEnding) 
 
 	// Later queries go through the replacement. pgxpool may hand out
 	// an idle connection of the dead session first: that query fails
-	// the same loud way, and the pool drops the connection.
+	// the same loud way, and the pool drops the connection. (In
+	// ModeDirect a stream opened in the instant the session ended is
+	// such a connection too: smux opens streams without a round trip.)
+	waitUntil(t, 20*time.Second, "the replacement session", func() bool { return tun.Stats().Replacements == 1 })
 	ok, failed := 0, 0
 	for ok < 5 {
 		err := pool.QueryRow(ctx, "SELECT 1").Scan(&one)
