@@ -386,19 +386,46 @@ func TestDialBadAddressIsTyped(t *testing.T) {
 
 // TestDownloadSurvivesThreeLossyKillsWithDefaults guards resume against the
 // real agent's slow repair: a 64 MiB download through three websocket kills
-// with the emulator's lossy default (each kill loses ssmtest.DefaultKillLoss
-// frames in the dying socket, repaired only by the agent's head-of-line
-// retransmission, one per 100 ms: a stall longer than the SSH keepalive
-// timeout) and default client settings completes sha256-equal, and the
-// tunnel never goes down.
+// that each lose frames in the dying socket (agent data and the client's
+// acknowledgements, repaired only by the agent's head-of-line
+// retransmission) with default client settings completes sha256-equal, and
+// the tunnel never goes down.
+//
+// Every kill's repair outlasts an SSH keepalive interval plus its timeout,
+// so each one defers a keepalive on progress alone (sshx.ProgressReporter).
+// The agent's RTO is pinned at the real agent's cap (1 s: one repair per
+// 1.1 s, the longest gap between repairs a real agent leaves, so the
+// hardest case for progress as liveness), and the loss per kill is sized
+// from the keepalive: a repair of known length, about a minute, where the
+// estimated RTO made it anything from 48 s to 8 minutes.
 func TestDownloadSurvivesThreeLossyKillsWithDefaults(t *testing.T) {
 	if testing.Short() {
-		t.Skip("minutes: three repair stalls of 48 s to 8 min each")
+		t.Skip("about three minutes: three repairs of about a minute each")
 	}
 	verifyNoLeaks(t)
-	const size = 64 << 20
+	const (
+		size  = 64 << 20
+		kills = 3
+		rto   = time.Second // the real agent's cap (reference §6.5)
+		// The agent's resender looks every 100 ms, so a pinned 1 s RTO
+		// resends the head every 1.1 s.
+		repairEach = rto + 100*time.Millisecond
+	)
+	// Lost frames the agent must repair one by one for the repair to
+	// outlast a keepalive sent at its start (interval + timeout), with a
+	// quarter to spare for frames the client repairs itself (its own lost
+	// data: SSH window adjustments).
+	loss := int((sshx.DefaultKeepaliveInterval+sshx.DefaultKeepaliveTimeout)/repairEach)*5/4 + 1
 	sshd := testenv.StartSSHD(t)
-	srv := newEmulator(t, sshd.Addr)
+	srv, err := ssmtest.NewServer(ssmtest.Config{
+		Targets:  map[string]string{target: sshd.Addr},
+		AgentRTO: rto,
+		KillLoss: loss,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
 	want := make(chan [32]byte, 1)
 	src := testenv.TCPServer(t, func(c net.Conn) {
 		h := sha256.New()
@@ -427,15 +454,15 @@ func TestDownloadSurvivesThreeLossyKillsWithDefaults(t *testing.T) {
 	h := sha256.New()
 	buf := make([]byte, 64<<10)
 	var got int64
-	kills := 0
+	killed := 0
+	const deferred = "keepalive reply delayed" // sshx's debug log of a keepalive timeout deferred by progress
+	var heldAt []int                           // deferrals logged before each kill
 	start := time.Now()
 	last := start
 	var longest time.Duration
-	// The agent repairs one lost message per RTO (100 ms to its 1 s cap,
-	// reference §15.5): DefaultKillLoss frames take 48 s to 8 min per kill,
-	// and which one depends on RTT samples, so on a loaded host the three
-	// stalls can exceed 10 minutes. The bound only catches a hang.
-	c.SetReadDeadline(time.Now().Add(25 * time.Minute))
+	// Each repair takes loss × 1.1 s (≈ 57 s), longer on a loaded host
+	// whose ticks come late. The bound only catches a hang.
+	c.SetReadDeadline(time.Now().Add(3 * kills * time.Duration(loss) * repairEach))
 	for {
 		n, err := c.Read(buf)
 		if n > 0 {
@@ -446,11 +473,12 @@ func TestDownloadSurvivesThreeLossyKillsWithDefaults(t *testing.T) {
 			last = now
 			h.Write(buf[:n])
 			got += int64(n)
-			if kills < 3 && got > int64(kills+1)*size/4 {
+			if killed < kills && got > int64(killed+1)*size/(kills+1) {
 				if srv.KillWebsocket("") != 1 {
 					t.Fatal("KillWebsocket found no websocket")
 				}
-				kills++
+				killed++
+				heldAt = append(heldAt, strings.Count(logs.String(), deferred))
 				t.Logf("%v: websocket killed at %d MiB (%d frames lost in the socket so far)",
 					time.Since(start).Round(time.Millisecond), got>>20, srv.Stats().FramesLostInSocket)
 			}
@@ -459,26 +487,27 @@ func TestDownloadSurvivesThreeLossyKillsWithDefaults(t *testing.T) {
 			break
 		}
 		if err != nil {
-			t.Fatalf("read after %d of %d bytes, %d kills: %v (tunnel: %v)", got, size, kills, err, tun.Err())
+			t.Fatalf("read after %d of %d bytes, %d kills: %v (tunnel: %v)", got, size, killed, err, tun.Err())
 		}
 	}
 	st := srv.Stats()
-	t.Logf("64 MiB through %d lossy kills in %v; longest stall %v; emulator: lost in socket %d, lost %d, agent retransmissions %d",
-		kills, time.Since(start).Round(time.Second), longest.Round(time.Millisecond), st.FramesLostInSocket, st.FramesLost, st.Retransmissions)
+	t.Logf("64 MiB through %d lossy kills (%d frames each, agent RTO %v) in %v; longest read stall %v; emulator: lost in socket %d, lost %d, agent retransmissions %d",
+		killed, loss, rto, time.Since(start).Round(time.Second), longest.Round(time.Millisecond), st.FramesLostInSocket, st.FramesLost, st.Retransmissions)
 	if got != size || [32]byte(h.Sum(nil)) != <-want {
 		t.Fatalf("received %d bytes, sha256 equal %v", got, false)
 	}
-	if kills != 3 || st.FramesLostInSocket < 3*ssmtest.DefaultKillLoss {
-		t.Fatalf("%d kills lost %d frames in the socket; want 3 kills losing ≥ %d", kills, st.FramesLostInSocket, 3*ssmtest.DefaultKillLoss)
+	if killed != kills || st.FramesLostInSocket < int64(kills*loss) {
+		t.Fatalf("%d kills lost %d frames in the socket; want %d kills losing ≥ %d", killed, st.FramesLostInSocket, kills, kills*loss)
 	}
-	if longest < sshx.DefaultKeepaliveInterval+sshx.DefaultKeepaliveTimeout {
-		t.Errorf("longest stall %v: the kills did not stall the stream past an SSH keepalive interval plus timeout, so the test proves nothing about it", longest)
+	// Each repair outlasts a keepalive sent at its start (its reply waits
+	// behind every lost frame), so each defers at least one.
+	heldAt = append(heldAt, strings.Count(logs.String(), deferred))
+	for i := range kills {
+		if heldAt[i+1] == heldAt[i] {
+			t.Errorf("no keepalive timeout deferred by progress after kill %d: the test proves nothing about progress as liveness there", i+1)
+		}
 	}
-	if held := strings.Count(logs.String(), "keepalive reply delayed"); held == 0 {
-		t.Errorf("no keepalive outlived its timeout during the stalls: the test proves nothing about progress as liveness")
-	} else {
-		t.Logf("%d keepalive timeouts deferred because the session was still receiving", held)
-	}
+	t.Logf("keepalive timeouts deferred because the session was still making progress: %d (before each kill and at the end: %v)", heldAt[kills], heldAt)
 	if err := tun.Err(); err != nil {
 		t.Fatalf("tunnel down: %v", err)
 	}

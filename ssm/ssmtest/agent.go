@@ -109,6 +109,9 @@ func newAgent(ss *session) *agent {
 		inbuf:     make(map[int64][]byte),
 		newTarget: make(chan struct{}, 1),
 	}
+	if r := ss.srv.cfg.AgentRTO; r > 0 {
+		a.rto = r
+	}
 	a.lpf.Store(ss.props["type"] == "LocalPortForwarding")
 	return a
 }
@@ -782,6 +785,9 @@ func (a *agent) handleAck(m *wire.Message) {
 
 // updateRTO applies reference §6.5 (RFC 6298 without the 1 s floor, 1 s cap).
 func (a *agent) updateRTO(sample time.Duration) {
+	if a.srv.cfg.AgentRTO > 0 {
+		return // pinned (Config.AgentRTO)
+	}
 	r := float64(sample)
 	a.rttvar = (1-rttBeta)*a.rttvar + rttBeta*math.Abs(a.srtt-r)
 	a.srtt = (1-rttAlpha)*a.srtt + rttAlpha*r
