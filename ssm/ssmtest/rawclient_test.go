@@ -325,17 +325,20 @@ func (c *rawClient) waitFrame(timeout time.Duration, f func(*wire.Message) bool)
 	}
 }
 
-// read collects n bytes of in-order Output.
-func (c *rawClient) read(n int, timeout time.Duration) ([]byte, error) {
+// read collects n bytes of in-order Output. It fails when no byte arrived
+// for idle (a hang or a loss nobody repairs), not on a deadline for the
+// whole read, which a loaded host could miss while making progress.
+func (c *rawClient) read(n int, idle time.Duration) ([]byte, error) {
 	var out []byte
-	tm := time.NewTimer(timeout)
+	tm := time.NewTimer(idle)
 	defer tm.Stop()
 	for len(out) < n {
 		select {
 		case p := <-c.data:
 			out = append(out, p...)
+			tm.Reset(idle)
 		case <-tm.C:
-			return out, fmt.Errorf("read %d of %d bytes within %v", len(out), n, timeout)
+			return out, fmt.Errorf("read %d of %d bytes: none arrived for %v", len(out), n, idle)
 		}
 	}
 	return out, nil
