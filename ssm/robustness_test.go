@@ -132,7 +132,8 @@ func TestResumeWithoutTokenFailsWithErrSessionGone(t *testing.T) {
 // The ping timeout is short, so on a loaded host a late pong may end a
 // live websocket too, before the stall: that is a reconnect the test does
 // not count against the client. It requires one more reconnect after the
-// stall, each answered by a resume.
+// stall, and a ResumeSession for each (a redial that failed under load may
+// add one).
 func TestDeadButOpenSocketIsNoticedByPingTimeout(t *testing.T) {
 	echo := startEcho(t, nil)
 	srv := newEmulator(t, ssmtest.Config{}, echo.addr())
@@ -155,8 +156,8 @@ func TestDeadButOpenSocketIsNoticedByPingTimeout(t *testing.T) {
 	cst, st := s.Stats(), srv.Stats()
 	t.Logf("recovered in %v; client reconnects %d (%d before the stall), retransmissions %d; emulator resumes %d, frames stalled %d",
 		el, cst.Reconnects, before, cst.Retransmissions, st.Resumes, st.FramesStalled)
-	if cst.Reconnects <= before || st.Resumes != cst.Reconnects {
-		t.Errorf("Reconnects = %d (%d before the stall), emulator Resumes = %d; want a reconnect after the stall, each one a resume", cst.Reconnects, before, st.Resumes)
+	if cst.Reconnects <= before || st.Resumes < cst.Reconnects {
+		t.Errorf("Reconnects = %d (%d before the stall), emulator Resumes = %d; want a reconnect after the stall, each one resumed", cst.Reconnects, before, st.Resumes)
 	}
 	if st.FramesStalled == 0 {
 		t.Error("no frame went into the black hole: the test did not exercise a dead socket")

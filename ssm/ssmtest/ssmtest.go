@@ -199,15 +199,16 @@ type Config struct {
 
 	// AgentRTO pins the agent's retransmission timeout instead of
 	// estimating it from RTT samples (reference §6.5). The resender still
-	// looks at the head of the unacknowledged messages every 100 ms, so the
-	// head is resent once per AgentRTO rounded up to the next tick (1 s:
-	// every 1.1 s; below 100 ms: every tick). The real agent's estimate
-	// moves between about 10 ms and its 1 s cap with the RTT samples, which
-	// include queueing behind a fast sender, so how fast it repairs a loss
-	// burst varies tenfold from run to run; a test that needs a repair of
-	// known length pins it (1 s is the real agent's slowest). 0: estimated
-	// like the real agent (200 ms at first, capped at 1 s). Negative: an
-	// error.
+	// looks at the head of the unacknowledged messages every 100 ms and
+	// resends it once it is older than the RTO: pinned below 100 ms (10 ms
+	// is the estimate's floor), a loss burst is repaired one message per
+	// tick, as long as each acknowledgement returns within a tick. The real
+	// agent's estimate moves between about 10 ms and its 1 s cap with the
+	// RTT samples, which include queueing behind a fast sender and a loaded
+	// host, so how fast it repairs a burst varies up to elevenfold from run
+	// to run; a test that needs a repair of known length pins it. 0:
+	// estimated like the real agent (200 ms at first, capped at 1 s).
+	// Negative: an error.
 	AgentRTO time.Duration
 
 	// KillLoss is how many frames each KillWebsocket loses in the dying
