@@ -950,3 +950,26 @@ func TestEndedSessionsAreForgotten(t *testing.T) {
 		t.Fatalf("TerminateSession of an ended session: %v", err)
 	}
 }
+
+// TestAgentRTOPinsRetransmission guards Config.AgentRTO: pinned at the real
+// agent's 1 s cap, an unacknowledged message is resent no more often than
+// once a second (the estimate from loopback samples would resend it every
+// 100 ms tick), and a negative value is refused.
+func TestAgentRTOPinsRetransmission(t *testing.T) {
+	if _, err := ssmtest.NewServer(ssmtest.Config{AgentRTO: -time.Millisecond}); err == nil || !strings.Contains(err.Error(), "AgentRTO") {
+		t.Fatalf("NewServer with a negative AgentRTO: %v; want an error naming AgentRTO", err)
+	}
+	srv, _, _, c := echoSession(t, ssmtest.Config{AgentRTO: time.Second})
+	srv.SetFaults(ssmtest.ToAgent, ssmtest.Faults{Match: ssmtest.FrameInfo.IsAck, Drop: 1})
+	retrans := srv.Stats().Retransmissions
+	c.send([]byte("x"))
+	if _, err := c.read(1, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	echoed := time.Now()
+	waitFor(t, 60*time.Second, "three retransmissions", func() bool { return srv.Stats().Retransmissions >= retrans+3 })
+	// A load can only delay the resender: three resends take ≥ 3 s.
+	if d := time.Since(echoed); d < 3*time.Second {
+		t.Fatalf("three retransmissions %v after the first transmission; want ≥ 3 s at a pinned 1 s RTO", d)
+	}
+}
