@@ -887,7 +887,7 @@ func TestKillWebsocketMidDownloadWithGatewayReplay(t *testing.T) {
 			target := startTCP(t, func(c net.Conn) { _, _ = c.Write(payload) })
 			// KillLoss 100: the dying socket's frames (and the
 			// acknowledgements lost with them) are repaired by the replay
-			// and the agent; the default's 48 s stall is the tunnel
+			// and the agent; the repair stall is the tunnel
 			// package's subject.
 			srv := newServer(t, ssmtest.Config{BufferWhileDisconnected: buffer, KillLoss: 100, Targets: map[string]string{instance: target.ln.Addr().String()}})
 			api, out := startSession(t, srv, instance)
