@@ -113,7 +113,8 @@ func startDisconnectServer(t *testing.T) *disconnectServer {
 					go func() {
 						defer s.wg.Done()
 						defer ch.Close()
-						go ssh.DiscardRequests(creqs)
+						s.wg.Add(1)
+						go func() { defer s.wg.Done(); ssh.DiscardRequests(creqs) }()
 						if m.Host == "download" {
 							buf := make([]byte, 16<<10)
 							for {
