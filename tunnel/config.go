@@ -17,11 +17,9 @@ import (
 // sshx.Config.Validate, so a bad Config never starts a session. The SSH
 // private key is loaded once here (sshx.Config.LoadKey).
 func (c Config) prepare() (Config, error) {
-	if c.Sessions < 0 || c.Sessions > MaxSessions {
-		return c, &ConfigError{Field: "Sessions", Problem: fmt.Sprintf("%d is out of range: want 0 (one session) to %d", c.Sessions, MaxSessions)}
-	}
-	if c.Sessions == 0 {
-		c.Sessions = 1
+	c, err := c.prepareScale()
+	if err != nil {
+		return c, err
 	}
 	if c.CloseTimeout < 0 {
 		return c, &ConfigError{Field: "CloseTimeout", Problem: "must not be negative (0 selects 10s)"}
