@@ -74,7 +74,7 @@ func dialRawOpts(t testing.TB, srv *ssmtest.Server, streamURL, token string, noA
 }
 
 func (c *rawClient) connect(token string) error {
-	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	d := websocket.Dialer{HandshakeTimeout: 30 * time.Second} // a hang bound: a loaded host is slow, loopback never loses the handshake
 	if pool := c.srv.CertPool(); pool != nil {
 		d.TLSClientConfig = &tls.Config{RootCAs: pool}
 	}
@@ -357,7 +357,7 @@ func (c *rawClient) waitClosed(timeout time.Duration) (*wire.ChannelClosedPayloa
 func startSession(t testing.TB, srv *ssmtest.Server, target string) (*ssmsdk.Client, *ssmsdk.StartSessionOutput) {
 	t.Helper()
 	api := ssmsdk.NewFromConfig(srv.AWSConfig())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a hang bound
 	defer cancel()
 	out, err := api.StartSession(ctx, &ssmsdk.StartSessionInput{
 		Target:       aws.String(target),
