@@ -117,10 +117,19 @@ type Config struct {
 
 	// Transport is how bytes reach the instance (see package link). Nil:
 	// AWS Session Manager with SSM (package ssm/ssmlink). In ModeSSH the
-	// SSH sessions are Transport.Dial(ctx, "localhost:<SSM.PortNumber or
-	// 22>"); in ModeDirect, port sessions (link.PortTransport) when the
-	// transport has them, else one Dial per connection.
+	// SSH sessions are Transport.Dial(ctx, "localhost:<SSHPort>"); in
+	// ModeDirect, port sessions (link.PortTransport) when the transport
+	// has them, else one Dial per connection. With a Transport, SSM may be
+	// zero.
 	Transport link.Transport
+
+	// SSHPort is the port of sshd on the instance in ModeSSH, whatever the
+	// transport (AWS Session Manager, Alibaba Cloud Assistant, ...): each
+	// session is a byte stream to localhost:SSHPort as the instance sees
+	// it. Zero: SSM.PortNumber when that is set (the AWS-named field, still
+	// honoured), else 22. Setting both to different ports is a
+	// *ConfigError; so is a non-zero SSHPort in ModeDirect (no SSH there).
+	SSHPort int
 
 	// Direct configures ModeDirect. Ignored in ModeSSH.
 	Direct DirectConfig
