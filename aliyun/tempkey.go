@@ -16,6 +16,8 @@ import (
 	ecs "github.com/alibabacloud-go/ecs-20140526/v7/client"
 	"github.com/alibabacloud-go/tea/dara"
 	"golang.org/x/crypto/ssh"
+
+	"github.com/jumpless/jumpless/link"
 )
 
 // SendPublicKeyCommand is the id of Cloud Assistant's public command that
@@ -211,6 +213,37 @@ func (k *TempKey) DialBastion(cfg Config) func(ctx context.Context) (net.Conn, e
 		}
 		return c, nil
 	}
+}
+
+// Transport wraps lt (normally [Transport.Link]) so that every session it
+// starts refreshes k ([TempKey.Refresh]) before it is returned: in SSH mode
+// each session's login, including one a tunnel opens much later (automatic
+// sessions, a replacement for a lost session), falls inside a
+// registration's window. Use it as tunnel.Config.Transport with
+// Config.SSH.Signers = k.Signer. A failed refresh ends the session it
+// started and returns the refresh's error (*KeyCommandError, *APIError or
+// ctx's error).
+func (k *TempKey) Transport(lt link.Transport) link.Transport {
+	return &keyTransport{k: k, lt: lt}
+}
+
+// keyTransport is [TempKey.Transport].
+type keyTransport struct {
+	k  *TempKey
+	lt link.Transport
+}
+
+// Dial starts a session with the wrapped transport, then refreshes the key.
+func (t *keyTransport) Dial(ctx context.Context, addr string) (link.Link, error) {
+	l, err := t.lt.Dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.k.Refresh(ctx); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
 }
 
 // NewTempKey generates an Ed25519 key pair in memory for user ("": root)

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -414,4 +415,62 @@ func TestPackageWritesNoFiles(t *testing.T) {
 	if checked < 5 {
 		t.Fatalf("only %d files checked", checked)
 	}
+}
+
+// TestTempKeyTransportRegistersAgainForALaterSession: through the transport
+// seam (tunnel.Config.Transport = key.Transport(tr.Link())), a session
+// started after the key's window re-registers the key before its login, so
+// it logs in; without the wrapper that login would be refused.
+func TestTempKeyTransportRegistersAgainForALaterSession(t *testing.T) {
+	sshd := testenv.StartSSHD(t)
+	ecfg := fast()
+	ecfg.AuthorizedKeys = sshd.AuthorizedKeysPath()
+	ecfg.KeyWindow = 3 * time.Second
+	srv := newServer(t, ecfg)
+	echo := testenv.EchoServer(t)
+	acfg := config(srv, "127.0.0.1:1")
+	acfg.KeyWindow = ecfg.KeyWindow
+	tr, err := aliyun.NewTransport(acfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, p, _ := net.SplitHostPort(sshd.Addr)
+	port, _ := strconv.Atoi(p)
+	ctx := tctx(t, 60*time.Second)
+	key, err := aliyun.NewTempKey(ctx, acfg, sshd.User)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := tunnel.Config{
+		Transport: key.Transport(tr.Link()),
+		SSHPort:   port,
+		SSH: sshx.Config{
+			User:           sshd.User,
+			Signers:        []ssh.Signer{key.Signer},
+			KnownHostsFile: sshd.WriteKnownHosts(true, instance),
+			HostKeyAlias:   instance,
+		},
+	}
+	tun, err := tunnel.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tun.Close()
+	echoThrough(t, tun, echo)
+	if n := key.Registrations(); n != 1 {
+		t.Fatalf("%d registrations for a login within the window; want 1", n)
+	}
+	time.Sleep(ecfg.KeyWindow + 300*time.Millisecond)
+	tun2, err := tunnel.Open(ctx, cfg)
+	if err != nil {
+		t.Fatalf("a later session through key.Transport: %v", err)
+	}
+	defer tun2.Close()
+	echoThrough(t, tun2, echo)
+	if n := key.Registrations(); n != 2 {
+		t.Fatalf("%d registrations; want 2", n)
+	}
+	tun.Close()
+	tun2.Close()
+	waitNoSessions(t, srv)
 }
