@@ -1,8 +1,9 @@
 # jumpless developer targets. `make test` is what CI runs (.ci/run).
 GO        ?= go
-# The examples are a module of their own (examples/go.mod, joined by go.work):
+# The Alibaba transport, the command and the examples are modules of their own
+# (aliyun/go.mod, cmd/jumpless/go.mod, examples/go.mod, joined by go.work):
 # ./... from the root does not reach them, so they are named too.
-PKGS      ?= ./... ./aliyun/... ./examples/...
+PKGS      ?= ./... ./aliyun/... ./cmd/jumpless/... ./examples/...
 FUZZTIME  ?= 10s
 
 .PHONY: all test test-env test-real real-peers demo bench bench-report fuzz lint

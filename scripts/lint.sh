@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# lint.sh: gofmt, go vet and staticcheck over the library and the examples.
+# lint.sh: gofmt, go vet and staticcheck over the library, the Alibaba
+# transport, the command and the examples (each a module; see go.work).
 # Any finding fails. staticcheck is installed (go install, pinned version)
 # when the one in PATH or GOBIN is absent or another version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 STATICCHECK_VERSION="${STATICCHECK_VERSION:-v0.8.2}" # honnef.co/go/tools; supports Go 1.26
-PKGS=(./... ./aliyun/... ./examples/...)
+PKGS=(./... ./aliyun/... ./cmd/jumpless/... ./examples/...)
 
 echo "lint: gofmt"
 out="$(gofmt -l .)"

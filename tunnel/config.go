@@ -17,11 +17,9 @@ import (
 // sshx.Config.Validate, so a bad Config never starts a session. The SSH
 // private key is loaded once here (sshx.Config.LoadKey).
 func (c Config) prepare() (Config, error) {
-	if c.Sessions < 0 || c.Sessions > MaxSessions {
-		return c, &ConfigError{Field: "Sessions", Problem: fmt.Sprintf("%d is out of range: want 0 (one session) to %d", c.Sessions, MaxSessions)}
-	}
-	if c.Sessions == 0 {
-		c.Sessions = 1
+	c, err := c.prepareScale()
+	if err != nil {
+		return c, err
 	}
 	if c.CloseTimeout < 0 {
 		return c, &ConfigError{Field: "CloseTimeout", Problem: "must not be negative (0 selects 10s)"}
@@ -38,6 +36,9 @@ func (c Config) prepare() (Config, error) {
 		}
 	} else {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := c.prepareSSHPort(); err != nil {
+		return c, err
 	}
 	switch c.Mode {
 	case ModeSSH:
@@ -74,6 +75,25 @@ func (c Config) prepare() (Config, error) {
 	}
 	c.SSH = ssh
 	return c, nil
+}
+
+// prepareSSHPort checks SSHPort and folds it into SSM.PortNumber, the one
+// field the session code reads (ssm.Dial and Transport.Dial in ModeSSH).
+func (c *Config) prepareSSHPort() error {
+	if c.SSHPort < 0 || c.SSHPort > 65535 {
+		return &ConfigError{Field: "SSHPort", Problem: fmt.Sprintf("%d is out of range: want 1-65535 (0 selects SSM.PortNumber, else 22)", c.SSHPort)}
+	}
+	if c.SSHPort == 0 {
+		return nil
+	}
+	if c.Mode == ModeDirect {
+		return &ConfigError{Field: "SSHPort", Problem: "ModeDirect uses no SSH: leave SSHPort zero, or use ModeSSH"}
+	}
+	if c.SSM.PortNumber != 0 && c.SSM.PortNumber != c.SSHPort {
+		return &ConfigError{Field: "SSHPort", Problem: fmt.Sprintf("%d differs from SSM.PortNumber %d: set one of them (SSHPort for any transport)", c.SSHPort, c.SSM.PortNumber)}
+	}
+	c.SSM.PortNumber = c.SSHPort
+	return nil
 }
 
 // instanceConnectKey makes the tunnel's EC2 Instance Connect key for the

@@ -22,11 +22,13 @@ type direct struct {
 	tr link.Transport
 	pt link.PortTransport // nil: the transport has no port sessions
 
-	mu      sync.Mutex
-	pools   map[string]*destPool
-	closed  bool
-	cause   error        // why the tunnel shut down (set by close)
-	retired carrierStats // counters of sessions no longer in a pool
+	mu         sync.Mutex
+	pools      map[string]*destPool
+	closed     bool
+	cause      error        // why the tunnel shut down (set by close)
+	retired    carrierStats // counters of sessions no longer in a pool
+	opened     int64        // Stats.SessionsOpened
+	closedIdle int64        // Stats.SessionsClosedIdle
 
 	perConn perConnStats
 }
@@ -41,12 +43,23 @@ type destPool struct {
 	spare    link.Link     // basic: the session opened to find that out, for the first dial
 	sessions []*portmux.Session
 	ids      []string
+	opening  int           // replacements being opened (Config.Replace)
+	changed  chan struct{} // closed when a session is added or removed (d.mu)
+
+	// Config.Scale (directpool.go), d.mu.
+	state       map[*portmux.Session]*muxState
+	waiting     int // dials waiting for an opening session
+	claimed     int // opening sessions a waiting dial has claimed
+	growing     int // sessions being opened for the load
+	growAfter   time.Time
+	growBackoff time.Duration
 }
 
 // carrierStats are counters of a multiplexer.
 type carrierStats struct {
 	bytesSent, bytesReceived int64
 	openConns, totalConns    int64
+	opened, closedIdle       int64 // sessions (ModeDirect pools)
 }
 
 func newDirect(t *Tunnel) *direct {
@@ -75,7 +88,7 @@ func (d *direct) pool(ctx context.Context, addr string) (*destPool, error) {
 	}
 	p, ok := d.pools[addr]
 	if !ok {
-		p = &destPool{addr: addr, ready: make(chan struct{})}
+		p = &destPool{addr: addr, ready: make(chan struct{}), changed: make(chan struct{})}
 		d.pools[addr] = p
 		d.mu.Unlock()
 		d.fill(ctx, p)
@@ -158,6 +171,9 @@ func (d *direct) fill(ctx context.Context, p *destPool) {
 		p.sessions = append(p.sessions, s)
 		p.ids = append(p.ids, l.ID())
 	}
+	d.mu.Lock()
+	d.opened += int64(len(p.sessions))
+	d.mu.Unlock()
 	for _, s := range p.sessions {
 		d.t.wg.Go(func() { d.watch(p, s) })
 	}
@@ -175,7 +191,11 @@ func (d *direct) watch(p *destPool, s *portmux.Session) {
 	}
 	cause := s.Err()
 	d.mu.Lock()
-	dropped := p.dropped
+	retired := p.state[s] != nil && p.state[s].retired
+	if retired {
+		delete(p.state, s) // closed by the pool for idleness
+	}
+	dropped := p.dropped || retired
 	d.mu.Unlock()
 	if dropped {
 		return
@@ -183,6 +203,9 @@ func (d *direct) watch(p *destPool, s *portmux.Session) {
 	if errors.Is(cause, link.ErrForbidden) || errors.Is(cause, link.ErrConnect) {
 		d.t.log.Info("tunnel: destination refused by the agent", "addr", p.addr, "err", cause)
 		d.drop(p)
+		return
+	}
+	if d.t.cfg.Replace.Enabled && d.lost(p, s, cause) {
 		return
 	}
 	err := fmt.Errorf("%w: port session to %s: %w", ErrTunnelDown, p.addr, cause)
@@ -241,23 +264,86 @@ func (d *direct) dial(ctx context.Context, network, addr string) (net.Conn, erro
 	if p.basic {
 		return d.dialPerConn(ctx, p)
 	}
-	d.mu.Lock()
-	if len(p.sessions) == 0 {
-		d.mu.Unlock()
-		return nil, fmt.Errorf("tunnel: dial %s: %w", addr, d.t.closedErr())
-	}
-	best := p.sessions[0]
-	for _, s := range p.sessions[1:] {
-		if s.Load() < best.Load() {
-			best = s
+	waitUntil := d.waitDeadline()
+	for retried := false; ; {
+		d.mu.Lock()
+		best, wait := d.placeLocked(p, waitUntil)
+		if wait != nil {
+			// Every session of p is busy: wait for one the pool opens.
+			d.mu.Unlock()
+			timer := time.NewTimer(time.Until(waitUntil))
+			select {
+			case <-wait:
+			case <-timer.C:
+			case <-d.t.closing:
+			case <-ctx.Done():
+			}
+			timer.Stop()
+			d.mu.Lock()
+			p.waiting--
+			p.claimed--
+			d.mu.Unlock()
+			if err := d.waited(ctx, addr); err != nil {
+				return nil, err
+			}
+			continue
 		}
+		if best == nil {
+			if !d.t.cfg.Replace.Enabled || d.closed || p.dropped {
+				d.mu.Unlock()
+				return nil, fmt.Errorf("tunnel: dial %s: %w", addr, d.t.closedErr())
+			}
+			// Replace: the watcher drops the dead session and opens a
+			// replacement; wait for it (or the tunnel's end).
+			ch := p.changed
+			d.mu.Unlock()
+			select {
+			case <-ch:
+			case <-d.t.closing:
+			case <-ctx.Done():
+			}
+			if err := d.waited(ctx, addr); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		d.mu.Unlock()
+		c, err := best.Open(ctx)
+		if err != nil {
+			if d.t.cfg.Replace.Enabled && !retried && errors.Is(err, portmux.ErrSessionDown) && ctx.Err() == nil && d.t.shutdownCause() == nil {
+				retried = true // the session ended under the open: try another
+				continue
+			}
+			return nil, fmt.Errorf("tunnel: dial %s: %w", addr, d.downErr(err))
+		}
+		dc := &directConn{Conn: c, d: d, p: p, s: best}
+		d.track(p, best, dc)
+		return dc, nil
 	}
-	d.mu.Unlock()
-	c, err := best.Open(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("tunnel: dial %s: %w", addr, d.downErr(err))
+}
+
+// waited is the error of a dial that waited for a session, if it must
+// stop: its ctx ended, or the tunnel is shutting down.
+func (d *direct) waited(ctx context.Context, addr string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("tunnel: dial %s: waiting for a session: %w", addr, err)
 	}
-	return &directConn{Conn: c, d: d, p: p}, nil
+	select {
+	case <-d.t.closing:
+		return fmt.Errorf("tunnel: dial %s: %w", addr, d.t.closedErr())
+	default:
+		return nil
+	}
+}
+
+// muxDead reports whether a port session has ended.
+func muxDead(s *portmux.Session) bool {
+	select {
+	case <-s.Done():
+		return true
+	default:
+		return false
+	}
 }
 
 // downErr makes a session-down error match ErrTunnelDown too, or, when
@@ -269,8 +355,17 @@ func (d *direct) downErr(err error) error {
 	d.mu.Lock()
 	cause := d.cause
 	d.mu.Unlock()
+	if cause == nil {
+		cause = d.t.shutdownCause()
+	}
 	if cause != nil && !errors.Is(err, cause) {
 		return fmt.Errorf("%w: %w", cause, err)
+	}
+	if cause == nil && d.t.cfg.Replace.Enabled {
+		if !errors.Is(err, ErrSessionLost) {
+			return fmt.Errorf("%w: %w", ErrSessionLost, err)
+		}
+		return err
 	}
 	if !errors.Is(err, ErrTunnelDown) {
 		return fmt.Errorf("%w: %w", ErrTunnelDown, err)
@@ -283,6 +378,7 @@ func (d *direct) stats() (st carrierStats, ids []string, conns []int) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	st = d.retired
+	st.opened, st.closedIdle = d.opened, d.closedIdle
 	for _, p := range d.pools {
 		select {
 		case <-p.ready:
@@ -342,7 +438,11 @@ type directConn struct {
 	*portmux.Conn
 	d       *direct
 	p       *destPool
-	refused atomic.Bool // the agent could not connect it
+	s       *portmux.Session
+	refused atomic.Bool  // the agent could not connect it
+	moved   atomic.Int64 // bytes read and written (busy, Config.Scale)
+	pc      poolConn     // d.mu
+	once    sync.Once
 }
 
 func (c *directConn) check(err error) error {
@@ -358,12 +458,18 @@ func (c *directConn) check(err error) error {
 // Read reads from the destination (see portmux.Conn.Read for the errors).
 func (c *directConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.moved.Add(int64(n))
+	}
 	return n, c.check(err)
 }
 
 // Write writes to the destination.
 func (c *directConn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.moved.Add(int64(n))
+	}
 	return n, c.check(err)
 }
 
@@ -377,6 +483,7 @@ func (c *directConn) Ready(ctx context.Context) error {
 // too: a refused destination leaves no session open.
 func (c *directConn) Close() error {
 	err := c.Conn.Close()
+	c.once.Do(func() { c.d.untrack(c) })
 	if c.refused.Load() {
 		c.d.dropIfIdle(c.p)
 	}
@@ -409,3 +516,119 @@ var (
 	aLongTimeAgo = time.Unix(1, 0)
 	noDeadline   time.Time
 )
+
+// lost handles the end of port session s of p before Close with Replace
+// on: p drops it and opens replacements up to Config.Sessions. It reports
+// false when the tunnel must fail instead.
+func (d *direct) lost(p *destPool, s *portmux.Session, cause error) bool {
+	d.mu.Lock()
+	if d.closed || p.dropped {
+		d.mu.Unlock()
+		return !d.closed
+	}
+	id := ""
+	for i, x := range p.sessions {
+		if x == s {
+			id = p.ids[i]
+			d.retireLocked(p, i)
+			break
+		}
+	}
+	delete(p.state, s)
+	need := d.t.cfg.Sessions - len(p.sessions) - p.opening
+	for range need {
+		p.opening++
+		d.t.wg.Go(func() { d.replace(p, id, cause) })
+	}
+	close(p.changed)
+	p.changed = make(chan struct{})
+	d.mu.Unlock()
+	d.t.log.Warn("tunnel session lost", "session", id, "addr", p.addr, "err", cause, "replacing", need > 0)
+	s.Close()
+	return true
+}
+
+// replace opens a replacement port session for p, with backoff. When it
+// cannot and p has no session left, the tunnel fails.
+func (d *direct) replace(p *destPool, id string, cause error) {
+	backoff := d.t.cfg.Replace.Backoff
+	var (
+		last  error
+		tries int
+	)
+	for tries = 1; tries <= d.t.cfg.Replace.Attempts; tries++ {
+		s, sid, err := d.openMux(d.t.stopping, p.addr)
+		if err == nil {
+			d.mu.Lock()
+			p.opening--
+			if d.closed || p.dropped {
+				d.mu.Unlock()
+				s.Close()
+				return
+			}
+			p.sessions = append(p.sessions, s)
+			p.ids = append(p.ids, sid)
+			d.opened++
+			p.notifyLocked()
+			d.t.wg.Go(func() { d.watch(p, s) })
+			d.mu.Unlock()
+			d.t.mu.Lock()
+			d.t.replacements++
+			d.t.lastReason = cause.Error()
+			d.t.mu.Unlock()
+			d.t.log.Info("tunnel session replaced", "lost", id, "session", sid, "addr", p.addr, "reason", cause, "tries", tries)
+			return
+		}
+		last = err
+		if d.t.stopping.Err() != nil || permanent(err) || errors.Is(err, link.ErrForbidden) || errors.Is(err, link.ErrConnect) || tries == d.t.cfg.Replace.Attempts {
+			break
+		}
+		d.t.log.Warn("tunnel: replacement session failed; retrying", "lost", id, "addr", p.addr, "try", tries, "retryIn", backoff, "err", err)
+		timer := time.NewTimer(backoff)
+		select {
+		case <-timer.C:
+		case <-d.t.closing:
+			timer.Stop()
+		}
+		backoff = min(2*backoff, maxReplaceBackoff)
+	}
+	d.mu.Lock()
+	p.opening--
+	none := len(p.sessions) == 0 && p.opening == 0
+	closed := d.closed || p.dropped
+	close(p.changed)
+	p.changed = make(chan struct{})
+	d.mu.Unlock()
+	if closed {
+		return
+	}
+	if !none {
+		d.t.log.Error("tunnel: no replacement session; going on with the others", "lost", id, "addr", p.addr, "tries", tries, "err", last)
+		return
+	}
+	err := fmt.Errorf("%w: port session %s to %s: %w; no replacement after %d tries: %w", ErrTunnelDown, id, p.addr, cause, min(tries, d.t.cfg.Replace.Attempts), last)
+	d.t.log.Warn("tunnel down", "addr", p.addr, "err", err)
+	d.t.shutdown(err)
+}
+
+// openMux starts one mux port session to addr.
+func (d *direct) openMux(ctx context.Context, addr string) (*portmux.Session, string, error) {
+	l, mode, err := d.pt.DialPort(ctx, addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("tunnel: port session to %s: %w", addr, err)
+	}
+	if !mode.Mux {
+		l.Close()
+		return nil, "", fmt.Errorf("tunnel: port session to %s: the agent switched to basic port forwarding", addr)
+	}
+	s, err := portmux.Client(l, portmux.Config{
+		Addr: addr, SessionID: l.ID(), KeepAlive: mode.KeepAlive,
+		StreamBuffer: d.t.cfg.Direct.StreamBuffer, ConnectErrors: mode.ConnectErrors,
+		Logger: d.t.log,
+	})
+	if err != nil {
+		l.Close()
+		return nil, "", fmt.Errorf("tunnel: port session to %s: %w", addr, err)
+	}
+	return s, l.ID(), nil
+}

@@ -15,6 +15,8 @@ var (
 	// ErrTunnelDown is matched by Err (and by later DialContext errors)
 	// when a session ended before Close: the SSM session was terminated or
 	// lost, or the SSH connection failed (keepalive). The cause is wrapped.
+	// With Config.Replace, only once no replacement session could be
+	// opened (a lost session's connections match ErrSessionLost instead).
 	ErrTunnelDown = errors.New("tunnel: down")
 
 	// ErrClosed is returned by DialContext after Close, and by Err after

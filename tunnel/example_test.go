@@ -96,6 +96,8 @@ type demo struct {
 	emu                 *ssmtest.Server
 	ssh                 *sshserver.Server
 	svc                 net.Listener
+	hold                net.Listener // accepts and never writes
+	hang                string       // its address
 	dir                 string
 	keyFile, knownHosts string
 	service             string
@@ -121,6 +123,25 @@ func startDemo() *demo {
 			c.Close()
 		}
 	}()
+	if d.hold, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		log.Fatal(err)
+	}
+	d.hang = d.hold.Addr().String()
+	go func() {
+		var held []net.Conn
+		defer func() {
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		for {
+			c, err := d.hold.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
 	key, pemBytes, err := sshserver.NewKey(nil)
 	if err != nil {
 		log.Fatal(err)
@@ -142,5 +163,6 @@ func (d *demo) close() {
 	d.emu.Close()
 	d.ssh.Close()
 	d.svc.Close()
+	d.hold.Close()
 	os.RemoveAll(d.dir)
 }

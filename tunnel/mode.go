@@ -98,6 +98,9 @@ func (t *Tunnel) openDirect(ctx context.Context) (*Tunnel, error) {
 		t.direct.close(ErrClosed)
 		return nil, err
 	}
+	if t.cfg.scaling() {
+		t.wg.Go(t.direct.sample)
+	}
 	t.started = time.Now()
 	t.log.Info("tunnel open", "mode", t.cfg.Mode, "target", t.cfg.SSM.Target, "destinations", t.cfg.Direct.Destinations)
 	return t, nil

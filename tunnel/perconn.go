@@ -117,7 +117,7 @@ func (d *direct) dialPerConn(ctx context.Context, p *destPool) (net.Conn, error)
 			return nil, fmt.Errorf("tunnel: dial %s: %w", p.addr, err)
 		}
 	}
-	c := &linkConn{Link: l, stats: &d.perConn, addr: p.addr}
+	c := &linkConn{Link: l, stats: &d.perConn, addr: p.addr, replace: d.t.cfg.Replace.Enabled}
 	if !d.perConn.add(c) {
 		l.Close()
 		return nil, fmt.Errorf("tunnel: dial %s: %w", p.addr, d.t.closedErr())
@@ -128,8 +128,9 @@ func (d *direct) dialPerConn(ctx context.Context, p *destPool) (net.Conn, error)
 // linkConn is a connection that is a whole session.
 type linkConn struct {
 	link.Link
-	stats *perConnStats
-	addr  string
+	stats   *perConnStats
+	addr    string
+	replace bool // Config.Replace: a session's end matches ErrSessionLost
 
 	rmu       sync.Mutex // serialises Read and Ready
 	peek      []byte     // bytes Ready read ahead
@@ -176,7 +177,11 @@ func (c *linkConn) downErr(err error) error {
 		errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, link.ErrConnect) || errors.Is(err, link.ErrForbidden) {
 		return err
 	}
-	return fmt.Errorf("%w: session %s to %s: %w", ErrTunnelDown, c.Link.ID(), c.addr, err)
+	down := ErrTunnelDown
+	if c.replace {
+		down = ErrSessionLost // the tunnel lives on
+	}
+	return fmt.Errorf("%w: session %s to %s: %w", down, c.Link.ID(), c.addr, err)
 }
 
 func (c *linkConn) Read(p []byte) (int, error) {

@@ -18,9 +18,13 @@
 //	defer tun.Close()
 //	db, err := dialer.OpenMySQL(tun, "app:secret@tcp(db.internal:3306)/app")
 //
-// The tunnel fails as a whole when any of its sessions ends (SSM session
-// terminated, SSH keepalive failed): [Tunnel.Done] is closed and
-// [Tunnel.Err] gives the cause, so a job can fail fast.
+// By default the tunnel fails as a whole when any of its sessions ends (SSM
+// session terminated, SSH keepalive failed): [Tunnel.Done] is closed and
+// [Tunnel.Err] gives the cause, so a job can fail fast. With
+// Config.Replace, a session that ends fails only the connections it
+// carried ([ErrSessionLost]) and a replacement takes the new ones; with
+// Sessions: [AutoSessions] (or Config.Scale) the number of sessions
+// follows the load. See [ReplaceConfig] and [ScaleConfig].
 package tunnel
 
 import (
@@ -67,8 +71,25 @@ type Config struct {
 	// SSH client; new connections go to the session with the fewest open
 	// connections. One session carries about 0.7 MiB/s through the SSM
 	// agent, so more sessions give more throughput. Zero: 1. At most
-	// MaxSessions.
+	// MaxSessions. AutoSessions: one session, and the pool follows the
+	// load up to Scale.Max (DefaultAutoMax when zero). With Scale.Max set,
+	// Sessions is the floor: the sessions opened at Open and always kept.
 	Sessions int
+
+	// Scale lets the pool open sessions while every session carries a
+	// busy connection and close the extra ones when they are idle (see
+	// ScaleConfig). Zero: no scaling (Sessions is fixed), unless Sessions
+	// is AutoSessions. In ModeDirect the policy applies per destination
+	// (connections through one-session-per-connection transports have
+	// nothing to scale).
+	Scale ScaleConfig
+
+	// Replace keeps the tunnel up when one of its sessions ends: only the
+	// connections it carried fail, and a replacement session is opened in
+	// the background (see ReplaceConfig for the trade-off). Zero: off, the
+	// tunnel fails as a whole when any session ends (fail fast). Both
+	// modes (ModeDirect: per destination).
+	Replace ReplaceConfig
 
 	// InstanceConnect, if set, logs in with a throwaway Ed25519 key made
 	// in memory for this tunnel and pushed through EC2 Instance Connect
@@ -96,10 +117,19 @@ type Config struct {
 
 	// Transport is how bytes reach the instance (see package link). Nil:
 	// AWS Session Manager with SSM (package ssm/ssmlink). In ModeSSH the
-	// SSH sessions are Transport.Dial(ctx, "localhost:<SSM.PortNumber or
-	// 22>"); in ModeDirect, port sessions (link.PortTransport) when the
-	// transport has them, else one Dial per connection.
+	// SSH sessions are Transport.Dial(ctx, "localhost:<SSHPort>"); in
+	// ModeDirect, port sessions (link.PortTransport) when the transport
+	// has them, else one Dial per connection. With a Transport, SSM may be
+	// zero.
 	Transport link.Transport
+
+	// SSHPort is the port of sshd on the instance in ModeSSH, whatever the
+	// transport (AWS Session Manager, Alibaba Cloud Assistant, ...): each
+	// session is a byte stream to localhost:SSHPort as the instance sees
+	// it. Zero: SSM.PortNumber when that is set (the AWS-named field, still
+	// honoured), else 22. Setting both to different ports is a
+	// *ConfigError; so is a non-zero SSHPort in ModeDirect (no SSH there).
+	SSHPort int
 
 	// Direct configures ModeDirect. Ignored in ModeSSH.
 	Direct DirectConfig
@@ -124,19 +154,47 @@ type Stats struct {
 	SessionIDs    []string      // SSM session ids (with DialBastion: "<remote address>#<index>")
 	SessionConns  []int         // open connections per session, in SessionIDs order
 	Uptime        time.Duration // time since Open returned
+
+	// SessionsOpened counts the sessions opened since Open: those of Open,
+	// those opened for the load (Config.Scale) and replacements (ModeDirect:
+	// port sessions; one-session-per-connection links are not counted).
+	SessionsOpened int64
+	// SessionsClosedIdle counts the extra sessions closed because they
+	// carried no connection for Scale.IdleClose.
+	SessionsClosedIdle int64
+	// Replacements counts the sessions opened to replace one that ended
+	// (Config.Replace).
+	Replacements int64
+	// LastReplacementReason is why the last replaced session ended (its
+	// error text), "" before the first replacement.
+	LastReplacementReason string
 }
 
 // Tunnel is an open tunnel. Its methods are safe for concurrent use.
 type Tunnel struct {
-	cfg      Config
-	log      *slog.Logger
-	icKey    *instanceconnect.Key // nil unless Config.InstanceConnect
-	sessions []*session
-	started  time.Time
+	cfg     Config
+	log     *slog.Logger
+	icKey   *instanceconnect.Key // nil unless Config.InstanceConnect
+	started time.Time
 
 	mu     sync.Mutex
 	closed bool
 	cause  error // why the tunnel is shutting down; set when closed is
+
+	// The SSH-mode pool (pool.go), guarded by mu.
+	sessions     []*session    // ready sessions
+	changed      chan struct{} // closed when a session is added or shutdown starts
+	opening      int           // sessions being opened (load, replacement)
+	waiting      int           // dials waiting for an opening session (Scale.DialWait)
+	claimed      int           // opening sessions a waiting dial has claimed
+	index        int           // next session index (names of DialBastion sessions)
+	retired      carrierStats  // counters of sessions no longer in the pool
+	opened       int64         // Stats.SessionsOpened
+	closedIdle   int64         // Stats.SessionsClosedIdle
+	replacements int64         // Stats.Replacements
+	lastReason   string        // Stats.LastReplacementReason
+	growAfter    time.Time     // no scale-up before (after a failed one)
+	growBackoff  time.Duration
 
 	// stopping is cancelled, with the cause, when shutdown starts: it ends
 	// dials in flight at once.
@@ -158,6 +216,12 @@ type session struct {
 	conn    net.Conn // the SSM session (or DialBastion's conn)
 	client  *sshx.Client
 	pending atomic.Int64 // dials in progress
+
+	// Pool state (t.mu).
+	conns     map[*conn]struct{} // open connections
+	idleSince time.Time          // since when it carries no connection (zero: it does)
+	retired   bool               // removed from the pool: its end is no failure
+	lostCause error              // why it ended, when Replace handled its end
 }
 
 // Open validates cfg, starts cfg.Sessions SSM sessions with an SSH client
@@ -187,6 +251,7 @@ func Open(ctx context.Context, cfg Config) (*Tunnel, error) {
 		log:     cfg.Logger,
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
+		changed: make(chan struct{}),
 	}
 	t.stopping, t.stop = context.WithCancelCause(context.Background())
 	if cfg.Mode == ModeDirect {
@@ -198,7 +263,7 @@ func Open(ctx context.Context, cfg Config) (*Tunnel, error) {
 		}
 		t.cfg.SSH.Signers = append(slices.Clip(t.cfg.SSH.Signers), t.icKey.Signer())
 	}
-	t.sessions = make([]*session, cfg.Sessions)
+	sessions := make([]*session, cfg.Sessions)
 	errs := make([]error, cfg.Sessions)
 	// The first failure cancels the other sessions' opening.
 	octx, cancel := context.WithCancel(ctx)
@@ -206,7 +271,7 @@ func Open(ctx context.Context, cfg Config) (*Tunnel, error) {
 	var wg sync.WaitGroup
 	for i := range cfg.Sessions {
 		wg.Go(func() {
-			t.sessions[i], errs[i] = t.openSession(octx, i)
+			sessions[i], errs[i] = t.openSession(octx, i)
 			if errs[i] != nil {
 				cancel()
 			}
@@ -214,7 +279,7 @@ func Open(ctx context.Context, cfg Config) (*Tunnel, error) {
 	}
 	wg.Wait()
 	if err := firstError(errs); err != nil {
-		for _, s := range t.sessions {
+		for _, s := range sessions {
 			if s != nil {
 				s.close()
 			}
@@ -223,10 +288,16 @@ func Open(ctx context.Context, cfg Config) (*Tunnel, error) {
 		return nil, err
 	}
 	t.started = time.Now()
-	for _, s := range t.sessions {
-		t.wg.Go(func() { t.watch(s) })
+	t.mu.Lock()
+	t.index = cfg.Sessions
+	for _, s := range sessions {
+		t.addLocked(s)
 	}
-	t.log.Info("tunnel open", "sessions", t.sessionIDs(), "target", cfg.SSM.Target)
+	t.mu.Unlock()
+	if cfg.scaling() {
+		t.wg.Go(t.sample)
+	}
+	t.log.Info("tunnel open", "sessions", t.sessionIDs(), "target", cfg.SSM.Target, "scaleMax", cfg.Scale.Max, "replace", cfg.Replace.Enabled)
 	return t, nil
 }
 
@@ -275,7 +346,7 @@ func (t *Tunnel) openSession(ctx context.Context, i int) (*session, error) {
 		}
 		c = sess
 	}
-	s := &session{conn: c, id: sessionID(c, i)}
+	s := &session{conn: c, id: sessionID(c, i), conns: make(map[*conn]struct{})}
 	if t.icKey != nil {
 		// After the bastion connection, so that the key's window is spent
 		// on the SSH login only.
@@ -372,6 +443,15 @@ func (t *Tunnel) watch(s *session) {
 	if cause == nil {
 		cause = errors.New("connection closed")
 	}
+	t.mu.Lock()
+	retired := s.retired
+	t.mu.Unlock()
+	if retired {
+		return // the pool closed it
+	}
+	if t.cfg.Replace.Enabled && t.lost(s, cause) {
+		return
+	}
 	err := fmt.Errorf("%w: session %s: %w", ErrTunnelDown, s.id, cause)
 	t.log.Warn("tunnel down", "session", s.id, "err", cause)
 	t.shutdown(err)
@@ -396,7 +476,15 @@ func (t *Tunnel) watch(s *session) {
 // closed the connection. When the tunnel ends under it they return, after
 // the data already received, a *net.OpError wrapping the tunnel's reason:
 // [ErrTunnelDown] with the cause (for instance sshx.ErrKeepaliveTimeout or
-// ssm.ErrSessionTerminated), or [ErrClosed] after Close.
+// ssm.ErrSessionTerminated), or [ErrClosed] after Close. With
+// Config.Replace, the end of the conn's session is [ErrSessionLost] with
+// the cause, and the tunnel stays up.
+//
+// Which session a dial goes to: the one with the fewest busy connections,
+// then the fewest open ones; with Config.Scale a dial may wait up to
+// Scale.DialWait for a session the pool is opening (see [ScaleConfig]),
+// and with Config.Replace a dial made while no session is ready waits for
+// the replacement (within ctx).
 func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	if err := checkDialAddr(network, addr); err != nil {
 		return nil, err
@@ -404,35 +492,85 @@ func (t *Tunnel) DialContext(ctx context.Context, network, addr string) (net.Con
 	if t.direct != nil {
 		return t.direct.dial(ctx, network, addr)
 	}
-	t.mu.Lock()
-	if t.closed {
-		cause := t.cause
+	waitUntil := time.Now().Add(t.cfg.Scale.DialWait)
+	for retried := false; ; {
+		t.mu.Lock()
+		if t.closed {
+			cause := t.cause
+			t.mu.Unlock()
+			return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("tunnel: dial %s: %w", addr, cause)}
+		}
+		s, wait := t.placeLocked(waitUntil)
+		if wait != nil {
+			// Every ready session is busy: wait for one the pool opens.
+			t.mu.Unlock()
+			timer := time.NewTimer(time.Until(waitUntil))
+			select {
+			case <-wait:
+			case <-timer.C:
+			case <-ctx.Done():
+			}
+			timer.Stop()
+			t.mu.Lock()
+			t.waiting--
+			t.claimed--
+			t.mu.Unlock()
+			if err := ctx.Err(); err != nil {
+				return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("tunnel: dial %s: waiting for a session: %w", addr, err)}
+			}
+			continue
+		}
+		if s == nil {
+			// No ready session: a replacement is opening, or the
+			// watcher of a dead session has not run yet.
+			ch := t.changed
+			t.mu.Unlock()
+			if err := t.waitSession(ctx, ch); err != nil {
+				return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("tunnel: dial %s: waiting for a session: %w", addr, err)}
+			}
+			continue
+		}
+		s.pending.Add(1)
 		t.mu.Unlock()
-		return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("tunnel: dial %s: %w", addr, cause)}
+		c, err := t.dialOn(ctx, s, network, addr)
+		if err != nil {
+			s.pending.Add(-1)
+			if cause := t.shutdownCause(); cause != nil && ctx.Err() == nil {
+				return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("tunnel: dial %s: %w", addr, cause)}
+			}
+			if endsTunnel(err) {
+				if t.cfg.Replace.Enabled && !retried && ctx.Err() == nil {
+					// The session ended under the channel open: nothing
+					// reached the destination's application; try another.
+					retried = true
+					t.log.Debug("tunnel: dial cut by a session's end; retrying", "session", s.id, "addr", addr, "err", err)
+					continue
+				}
+				return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("tunnel: dial %s: %w", addr, t.downErr(s, err))}
+			}
+			return nil, fmt.Errorf("tunnel: dial %s via session %s: %w", addr, s.id, err)
+		}
+		tc := &conn{Conn: c, t: t, s: s}
+		tc.pc.busy, tc.pc.opened = true, time.Now()
+		t.mu.Lock()
+		s.conns[tc] = struct{}{}
+		s.idleSince = time.Time{}
+		s.pending.Add(-1)
+		t.maybeGrowLocked()
+		t.mu.Unlock()
+		t.log.Debug("tunnel conn open", "session", s.id, "addr", addr)
+		return tc, nil
 	}
-	s := t.pick()
-	s.pending.Add(1)
-	t.mu.Unlock()
-	defer s.pending.Add(-1)
+}
 
-	// A shutdown (Close, or another session failing) ends the dial at once.
+// dialOn opens a direct-tcpip channel on session s; a shutdown (Close, or
+// a session failing the tunnel) ends it at once.
+func (t *Tunnel) dialOn(ctx context.Context, s *session, network, addr string) (net.Conn, error) {
 	dctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stop := context.AfterFunc(t.stopping, func() { cancel(context.Cause(t.stopping)) })
 	defer stop()
-
-	c, err := s.client.DialContext(dctx, network, addr)
-	if err != nil {
-		if cause := t.shutdownCause(); cause != nil && ctx.Err() == nil {
-			return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("tunnel: dial %s: %w", addr, cause)}
-		}
-		if endsTunnel(err) {
-			return nil, &net.OpError{Op: "dial", Net: network, Err: fmt.Errorf("tunnel: dial %s: %w", addr, t.downErr(s, err))}
-		}
-		return nil, fmt.Errorf("tunnel: dial %s via session %s: %w", addr, s.id, err)
-	}
-	t.log.Debug("tunnel conn open", "session", s.id, "addr", addr)
-	return &conn{Conn: c, t: t, s: s}, nil
+	return s.client.DialContext(dctx, network, addr)
 }
 
 // shutdownCause returns why the tunnel is shutting down, or nil.
@@ -451,10 +589,17 @@ func endsTunnel(err error) bool {
 // downErr is the error for a connection or dial of session s that failed
 // with err because the session's SSH connection ended: the tunnel's cause
 // once it is shutting down, else ErrTunnelDown wrapping the SSH client's
-// reason (which wraps the SSM session's).
+// reason (which wraps the SSM session's), or with Config.Replace,
+// ErrSessionLost wrapping it.
 func (t *Tunnel) downErr(s *session, err error) error {
-	if cause := t.shutdownCause(); cause != nil {
+	t.mu.Lock()
+	cause, lost := t.cause, s.lostCause
+	t.mu.Unlock()
+	if cause != nil {
 		return cause
+	}
+	if t.cfg.Replace.Enabled {
+		return sessionDownErr(s, lost, err)
 	}
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Err != nil {
@@ -469,6 +614,9 @@ type conn struct {
 	net.Conn // the sshx direct-tcpip conn
 	t        *Tunnel
 	s        *session
+	moved    atomic.Int64 // bytes read and written (the pool's measure of busy)
+	pc       poolConn     // t.mu
+	once     sync.Once
 }
 
 func (c *conn) mapErr(op string, err error) error {
@@ -481,13 +629,29 @@ func (c *conn) mapErr(op string, err error) error {
 // Read reads from the far end; see DialContext for its errors.
 func (c *conn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.moved.Add(int64(n))
+	}
 	return n, c.mapErr("read", err)
 }
 
 // Write writes to the far end; see DialContext for its errors.
 func (c *conn) Write(p []byte) (int, error) {
 	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.moved.Add(int64(n))
+	}
 	return n, c.mapErr("write", err)
+}
+
+// Close closes the connection (its SSH channel) and leaves the pool.
+func (c *conn) Close() error {
+	c.once.Do(func() {
+		c.t.mu.Lock()
+		delete(c.s.conns, c)
+		c.t.mu.Unlock()
+	})
+	return c.Conn.Close()
 }
 
 // CloseWrite half-closes the connection (the far end reads EOF).
@@ -498,29 +662,28 @@ func (c *conn) CloseWrite() error {
 // load is the number of open and opening connections of s.
 func (s *session) load() int64 { return s.client.Stats().OpenConns + s.pending.Load() }
 
-// pick returns the session with the fewest connections (t.mu held, so that
-// concurrent dials see each other's pending count).
-func (t *Tunnel) pick() *session {
-	best, bestLoad := t.sessions[0], t.sessions[0].load()
-	for _, s := range t.sessions[1:] {
-		if l := s.load(); l < bestLoad {
-			best, bestLoad = s, l
-		}
-	}
-	return best
-}
-
 // Stats returns a snapshot of the tunnel's activity.
 func (t *Tunnel) Stats() Stats {
 	if t.direct != nil {
 		cs, ids, conns := t.direct.stats()
+		t.mu.Lock()
+		defer t.mu.Unlock()
 		return Stats{
 			BytesSent: cs.bytesSent, BytesReceived: cs.bytesReceived, OpenConns: int(cs.openConns),
 			TotalConns: cs.totalConns, SessionIDs: ids, SessionConns: conns, Uptime: time.Since(t.started),
+			Replacements: t.replacements, LastReplacementReason: t.lastReason,
+			SessionsOpened: cs.opened, SessionsClosedIdle: cs.closedIdle,
 		}
 	}
-	st := Stats{SessionIDs: t.sessionIDs(), Uptime: time.Since(t.started)}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	st := Stats{
+		Uptime: time.Since(t.started), BytesSent: t.retired.bytesSent, BytesReceived: t.retired.bytesReceived,
+		TotalConns: t.retired.totalConns, SessionsOpened: t.opened, SessionsClosedIdle: t.closedIdle,
+		Replacements: t.replacements, LastReplacementReason: t.lastReason,
+	}
 	for _, s := range t.sessions {
+		st.SessionIDs = append(st.SessionIDs, s.id)
 		cs := s.client.Stats()
 		st.BytesSent += cs.BytesSent
 		st.BytesReceived += cs.BytesReceived
@@ -532,6 +695,8 @@ func (t *Tunnel) Stats() Stats {
 }
 
 func (t *Tunnel) sessionIDs() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
 	ids := make([]string, len(t.sessions))
 	for i, s := range t.sessions {
 		ids[i] = s.id
@@ -576,6 +741,8 @@ func (t *Tunnel) shutdown(cause error) {
 		t.mu.Lock()
 		t.closed = true
 		t.cause = cause
+		sessions := slices.Clone(t.sessions)
+		t.notifyLocked()
 		t.mu.Unlock()
 		t.stop(cause)
 		close(t.closing)
@@ -589,13 +756,13 @@ func (t *Tunnel) shutdown(cause error) {
 
 		finished := make(chan error, 1)
 		go func() {
-			errs := make([]error, len(t.sessions)+1)
+			errs := make([]error, len(sessions)+1)
 			var wg sync.WaitGroup
-			for i, s := range t.sessions {
+			for i, s := range sessions {
 				wg.Go(func() { errs[i] = s.close() })
 			}
 			if t.direct != nil {
-				wg.Go(func() { errs[len(t.sessions)] = t.direct.close(cause) })
+				wg.Go(func() { errs[len(sessions)] = t.direct.close(cause) })
 			}
 			wg.Wait()
 			finished <- errors.Join(errs...)

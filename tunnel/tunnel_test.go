@@ -358,7 +358,7 @@ func TestOpenAcceptsBadConfig(t *testing.T) {
 		{"target uppercase hex", func(c *tunnel.Config) { c.SSM.Target = "i-0123456789ABCDEF0" }, "SSM.Target", []error{tunnel.ErrInvalidConfig, ssm.ErrInvalidConfig}},
 		{"target empty", func(c *tunnel.Config) { c.SSM.Target = "" }, "SSM.Target", []error{tunnel.ErrInvalidConfig, ssm.ErrInvalidConfig}},
 		{"no region", func(c *tunnel.Config) { c.SSM.API = nil }, "SSM.AWS.Region", []error{tunnel.ErrInvalidConfig, ssm.ErrInvalidConfig}},
-		{"negative sessions", func(c *tunnel.Config) { c.Sessions = -1 }, "Sessions", []error{tunnel.ErrInvalidConfig}},
+		{"negative sessions", func(c *tunnel.Config) { c.Sessions = -2 /* -1 is AutoSessions */ }, "Sessions", []error{tunnel.ErrInvalidConfig}},
 		{"no credentials", func(c *tunnel.Config) { c.SSH.PrivateKeyFile = "" }, "SSH.PrivateKeyFile", []error{tunnel.ErrInvalidConfig}},
 		{"no host key source", func(c *tunnel.Config) { c.SSH.HostKey = nil }, "SSH.KnownHostsFile", []error{tunnel.ErrInvalidConfig}},
 		{"key unreadable", func(c *tunnel.Config) { c.SSH.PrivateKeyFile = missingKey }, "SSH.PrivateKeyFile", []error{tunnel.ErrInvalidConfig}},

@@ -1,5 +1,6 @@
 // Command jumpless reaches databases in private subnets through AWS Systems
-// Manager Session Manager (AWS-StartSSHSession) and SSH port forwarding.
+// Manager Session Manager or Alibaba Cloud Assistant Session Manager
+// (--cloud aliyun), with SSH port forwarding or the agent's own forwarding.
 //
 // Usage:
 //
@@ -7,6 +8,11 @@
 //	jumpless run      --target i-0123456789abcdef0 --to db.internal:5432 --env pg -- psql -c 'select 1'
 //	jumpless check    --target i-0123456789abcdef0 --to db.internal:5432 ...
 //	jumpless emulator --listen 127.0.0.1:4566 --target-addr 127.0.0.1:22
+//	jumpless run      --cloud aliyun --region cn-hangzhou --instance-id i-bp67acfmxazb4ph6ayrq --to db.internal:5432 -- ...
+//	jumpless emulator --cloud aliyun --env-file emu.env
+//
+// The command is a module of its own (github.com/jumpless/jumpless/cmd/jumpless)
+// so that the library's module graph stays free of Alibaba's SDK.
 //
 // Run "jumpless help" or "jumpless COMMAND --help" for the flags, the
 // environment variables and the exit codes.

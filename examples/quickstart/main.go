@@ -222,43 +222,56 @@ func openAWS(ctx context.Context, o options, sshAddr string, sshCfg sshx.Config,
 }
 
 // openAliyun opens the tunnel through the Alibaba Cloud Assistant
-// emulator: each tunnel session is one StartTerminalSession to port 22 of
-// the instance, SSH on top.
+// emulator with the same tunnel.Open as openAWS: the Alibaba transport
+// (aliyun.Transport.Link) in place of AWS's, each tunnel session one
+// StartTerminalSession to the instance's sshd port (tunnel.Config.SSHPort),
+// SSH on top.
 func openAliyun(ctx context.Context, o options, sshAddr string, sshCfg sshx.Config, out io.Writer) (*tunnel.Tunnel, func() (int64, int64, int64), func() error, error) {
 	host, portStr, err := net.SplitHostPort(sshAddr)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	port, _ := strconv.Atoi(portStr)
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	ecfg := aliyuntest.Config{Instances: map[string]string{o.target: host}}
+	pacing := "realistic"
 	if !o.realistic {
 		ecfg.FlowLimit, ecfg.DialDelay = aliyuntest.UnpacedRate, -1
+		pacing = "unpaced"
 	}
 	emu, err := aliyuntest.NewServer(ecfg)
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	fmt.Fprintf(out, "aliyun:    Cloud Assistant emulator at %s, %s -> %s\n", emu.Endpoint(), o.target, sshAddr)
-	// Against Alibaba Cloud: Region and InstanceID, credentials from the
-	// environment (Credential nil), no Endpoint.
-	cfg := aliyun.Config{
-		Region: emu.Region(), InstanceID: o.target, PortNumber: port,
+	fmt.Fprintf(out, "aliyun:    Cloud Assistant emulator at %s, %s -> %s (%s)\n", emu.Endpoint(), o.target, sshAddr, pacing)
+	// Against Alibaba Cloud: Region and InstanceID, Credential nil (the
+	// credentials library's chain: environment, profile, RAM role) and no
+	// Endpoint; nothing else changes.
+	tr, err := aliyun.NewTransport(aliyun.Config{
+		Region: emu.Region(), InstanceID: o.target,
 		Endpoint: emu.Endpoint(), Credential: emu.Credential(),
-	}
-	if sshCfg.HostKeyAlias == "" {
-		sshCfg.HostKeyAlias = o.target
-	}
-	start := time.Now()
-	tun, err := tunnel.Open(ctx, tunnel.Config{
-		DialBastion: func(ctx context.Context) (net.Conn, error) { return aliyun.Dial(ctx, cfg) },
-		SSH:         sshCfg,
-		Sessions:    o.sessions,
 	})
 	if err != nil {
 		emu.Close()
 		return nil, nil, nil, err
 	}
-	fmt.Fprintf(out, "tunnel:    open in %v, sessions %v\n", time.Since(start).Round(time.Millisecond), emu.SessionIDs())
+	if sshCfg.HostKeyAlias == "" {
+		sshCfg.HostKeyAlias = o.target // known_hosts entries under the instance id, as for AWS
+	}
+	start := time.Now()
+	tun, err := tunnel.Open(ctx, tunnel.Config{
+		Transport: tr.Link(),
+		SSHPort:   port,
+		SSH:       sshCfg,
+		Sessions:  o.sessions,
+	})
+	if err != nil {
+		emu.Close()
+		return nil, nil, nil, err
+	}
+	fmt.Fprintf(out, "tunnel:    open in %v, sessions %v\n", time.Since(start).Round(time.Millisecond), tun.Stats().SessionIDs)
 	return tun, func() (int64, int64, int64) {
 		wctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

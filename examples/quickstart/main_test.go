@@ -63,6 +63,50 @@ func TestQuickstartFlagsIgnored(t *testing.T) {
 	}
 }
 
+// TestQuickstartAliyunOnFreshMachineSameShapeAsAWS runs "go run
+// ./examples/quickstart -cloud aliyun" with its default flags (everything
+// in-process) and checks it prints the AWS demo's lines, its tunnel opened
+// through package tunnel over the Alibaba transport (Cloud Assistant
+// session ids, not bastion addresses).
+func TestQuickstartAliyunOnFreshMachineSameShapeAsAWS(t *testing.T) {
+	var aws, ali bytes.Buffer
+	if err := run(context.Background(), []string{"-realistic=false"}, &aws); err != nil {
+		t.Fatalf("run (aws): %v\n%s", err, aws.String())
+	}
+	if err := run(context.Background(), []string{"-realistic=false", "-cloud", "aliyun"}, &ali); err != nil {
+		t.Fatalf("run -cloud aliyun: %v\n%s", err, ali.String())
+	}
+	shape := func(s string) []string {
+		var tags []string
+		for _, l := range strings.Split(s, "\n") {
+			if tag, _, ok := strings.Cut(l, ":"); ok && !strings.HasPrefix(l, " ") {
+				tags = append(tags, tag)
+			}
+		}
+		return tags
+	}
+	a, b := shape(aws.String()), shape(ali.String())
+	if len(a) != len(b) {
+		t.Fatalf("line shapes differ: aws %q, aliyun %q\n%s", a, b, ali.String())
+	}
+	for i := range a {
+		if a[i] != b[i] && !(a[i] == "ssm" && b[i] == "aliyun") {
+			t.Errorf("line %d: aws %q, aliyun %q", i, a[i], b[i])
+		}
+	}
+	for _, want := range []string{
+		"aliyun:    Cloud Assistant emulator at",
+		"tunnel:    open in",
+		"sessions [s-",
+		"2 Osaka     340\n           1 Lisbon    120\n           3 Quito      75",
+		"closed:    emulator reports 1 sessions started, 1 terminated, 0 open",
+	} {
+		if !strings.Contains(ali.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, ali.String())
+		}
+	}
+}
+
 // TestQuickstartAliyunBroken runs the quickstart through the Alibaba Cloud
 // Assistant emulator (-cloud aliyun) against the real sshd, MariaDB and
 // PostgreSQL.

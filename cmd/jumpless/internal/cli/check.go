@@ -52,7 +52,12 @@ const checkExamples = `  jumpless check --target i-0123456789abcdef0 --ssh-key ~
       --known-hosts ~/.ssh/known_hosts --to db.internal:5432
 
   # learn the host key fingerprint of a new instance
-  jumpless check --target i-0123456789abcdef0 --ssh-key ~/.ssh/id_ed25519`
+  jumpless check --target i-0123456789abcdef0 --ssh-key ~/.ssh/id_ed25519
+
+  # Alibaba Cloud (steps: Alibaba config, Alibaba credentials, StartTerminalSession,
+  # temporary key, SSH host key, SSH authentication, database address)
+  jumpless check --cloud aliyun --region cn-hangzhou --instance-id i-bp67acfmxazb4ph6ayrq \
+      --mode ssh --known-hosts ~/.ssh/known_hosts --to db.internal:5432`
 
 // checker prints the steps of a check.
 type checker struct {
@@ -247,6 +252,9 @@ func (c *checker) checkRemote(ctx context.Context, env *Env, o *tunnelOpts, dbc 
 		}
 	}
 
+	if o.cloud == cloudAliyun {
+		return c.checkAliyun(ctx, env, o, remotes)
+	}
 	awsCfg, pool, err := o.awsConfig(ctx, env)
 	if err != nil {
 		c.fail("AWS configuration", oneLine(err.Error()), "")

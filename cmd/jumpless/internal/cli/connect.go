@@ -178,6 +178,25 @@ func (o *tunnelOpts) sshConfig() sshx.Config {
 func (o *tunnelOpts) open(ctx context.Context, env *Env) (*tunnel.Tunnel, error) {
 	ctx, cancel := context.WithTimeout(ctx, o.connectTimeout)
 	defer cancel()
+	if o.cloud == cloudAliyun {
+		t, err := o.openAliyun(ctx, env)
+		if err != nil {
+			var ue *usageError
+			var ce *connectError
+			if errors.As(err, &ue) || errors.As(err, &ce) {
+				return nil, err
+			}
+			d := diagnoseAliyun(err, o)
+			if errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil {
+				return nil, connectErr(fmt.Errorf("opening the tunnel to %s took longer than --connect-timeout %v (%s); fix: check network access to the ECS API and the session's websocket, and that the instance answers, or raise --connect-timeout", o.target, o.connectTimeout, d.problem))
+			}
+			if d.usage {
+				return nil, usagef("%s", d.line())
+			}
+			return nil, connectErr(errors.New(d.line()))
+		}
+		return t, nil
+	}
 	cfg, err := o.tunnelConfig(ctx, env)
 	if err != nil {
 		return nil, err

@@ -301,6 +301,9 @@ func keyName(o *tunnelOpts) string {
 	if o.sshKey != "" {
 		return o.sshKey
 	}
+	if o.tempKey {
+		return "a temporary key registered through Cloud Assistant"
+	}
 	return "your ssh-agent keys"
 }
 

@@ -67,11 +67,18 @@ type emulatorOpts struct {
 	printEnv     bool
 	envFile      string
 	verbose      bool
+	// cloud is --cloud: aws (the SSM emulator) or aliyun (aliyuntest).
+	cloud string
+	// authorizedKeys is --authorized-keys (aliyun): where temporary keys go.
+	authorizedKeys string
 }
 
 func runEmulator(ctx context.Context, env *Env, args []string) error {
 	var o emulatorOpts
 	s := newFlagSet("emulator", "jumpless emulator [flags]", emulatorAbout, emulatorExamples)
+	s.group("Cloud")
+	s.stringVar(&o.cloud, "cloud", "NAME", "aws", "which session manager to emulate: aws (SSM API, data channel, agent) or aliyun (Alibaba Cloud Assistant: ECS OpenAPI with signatures, websocket client leg, emulated agent; see below)")
+	s.stringVar(&o.authorizedKeys, "authorized-keys", "FILE", "", "aliyun: the sshd authorized_keys file where Cloud Assistant's temporary-key command installs a key for 60 s (default: the command fails, as on an instance without the plug-in)")
 	s.group("Targets")
 	s.stringVar(&o.targetAddr, "target-addr", "HOST:PORT", "127.0.0.1:22", "TCP address the agent connects sessions to (for --target-id)")
 	s.stringVar(&o.targetID, "target-id", "ID", defaultEmulatorTarget, "instance id served, connected to --target-addr")
@@ -98,6 +105,16 @@ func runEmulator(ctx context.Context, env *Env, args []string) error {
 	}
 	if s.fs.NArg() > 0 {
 		return usagef("unexpected argument %q (emulator takes only flags)", s.fs.Arg(0))
+	}
+	switch o.cloud {
+	case "", "aws":
+		if s.isSet(env, "authorized-keys") {
+			return usagef("--authorized-keys is for --cloud aliyun (the AWS emulator has EC2 Instance Connect's keys in memory)")
+		}
+	case "aliyun", "alibaba", "alibabacloud":
+		return runAliyunEmulator(ctx, env, &o, s)
+	default:
+		return usagef("--cloud %q: want aws or aliyun", o.cloud)
 	}
 	cfg, err := o.config(s, env)
 	if err != nil {

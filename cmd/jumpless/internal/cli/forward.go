@@ -26,7 +26,15 @@ const forwardExamples = `  jumpless forward --target i-0123456789abcdef0 --ssh-u
   jumpless forward --profile prod --region eu-west-1 -L 15432:db.internal:5432
 
   # known_hosts entries are looked up under the instance id:
-  #   i-0123456789abcdef0 ssh-ed25519 AAAAC3Nza...`
+  #   i-0123456789abcdef0 ssh-ed25519 AAAAC3Nza...
+
+  # Alibaba Cloud: direct mode (no SSH); keys from ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET
+  jumpless forward --cloud aliyun --region cn-hangzhou --instance-id i-bp67acfmxazb4ph6ayrq \
+      -L 15432:db.internal:5432
+
+  # Alibaba Cloud over SSH with a temporary key registered through Cloud Assistant
+  jumpless forward --cloud aliyun --region cn-hangzhou --instance-id i-bp67acfmxazb4ph6ayrq \
+      --mode ssh --known-hosts ~/.ssh/known_hosts -L 15432:db.internal:5432`
 
 func runForward(ctx context.Context, env *Env, args []string) error {
 	var (

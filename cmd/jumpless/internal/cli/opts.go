@@ -53,6 +53,20 @@ type tunnelOpts struct {
 	destinations []string
 	fs           *flagSet
 
+	// cloud is --cloud: "aws" (the default) or "aliyun" (Alibaba Cloud
+	// Assistant Session Manager; see aliyun.go).
+	cloud string
+	// instanceID is --instance-id, the Alibaba name for the instance;
+	// validate copies it to target.
+	instanceID string
+	// aliyunProfile is --aliyun-profile: the Alibaba credentials profile.
+	aliyunProfile string
+	// connectionType is --connection-type: Internet or Intranet (Alibaba).
+	connectionType string
+	// tempKey: log in with a temporary key registered through Cloud
+	// Assistant (Alibaba, SSH mode, no --ssh-key or --ssh-agent).
+	tempKey bool
+
 	// passphrase comes from $JUMPLESS_SSH_KEY_PASSPHRASE; never printed.
 	passphrase []byte
 	// sshAuthSock is $SSH_AUTH_SOCK, used when --ssh-agent is given.
@@ -66,6 +80,8 @@ func (o *tunnelOpts) register(s *flagSet) {
 	s.stringVar(&s.tunnelName, "tunnel", "NAME", "", "take the flags of [tunnel.NAME] from the config file, like 'jumpless "+s.cmd+" NAME'; flags given here win")
 	s.stringVar(&s.configPath, "config", "FILE", "", "config file with [tunnel.NAME] tables (default $"+configEnv+", else ~/.config/jumpless/config.toml)")
 	s.setEnvName("config", configEnv)
+	s.group("Cloud")
+	s.stringVar(&o.cloud, "cloud", "NAME", "aws", "whose session manager carries the tunnel: aws (Systems Manager Session Manager) or aliyun (Alibaba Cloud Assistant Session Manager; see the Alibaba Cloud flags)")
 	s.group("Session Manager (AWS)")
 	s.stringVar(&o.target, "target", "ID", "", "EC2 instance (i-...), managed node (mi-...) or tag selector (tag:Name=etl-bastion: the one instance with that tag whose agent is online) running the SSM agent and sshd; required")
 	s.stringVar(&o.profile, "profile", "NAME", "", "AWS shared config profile, as with the AWS CLI (default: $AWS_PROFILE or \"default\")")
@@ -76,6 +92,11 @@ func (o *tunnelOpts) register(s *flagSet) {
 	s.intVar(&o.bastionPort, "bastion-port", "PORT", 22, "port of sshd on the instance")
 	s.stringVar(&o.reason, "reason", "TEXT", "", "reason recorded with the session in CloudTrail")
 	s.boolVar(&o.startStopped, "start-stopped", "start the bastion if it is stopped (AWS-StartEC2Instance runbook) and wait up to 5 min for its agent; jumpless never stops it")
+
+	s.group("Alibaba Cloud (--cloud aliyun; also --region, --endpoint-url, --ca-bundle, --bastion-port)")
+	s.stringVar(&o.instanceID, "instance-id", "ID", "", "ECS instance (i-...) running the Cloud Assistant agent (≥ 2.2.3.256); required with --cloud aliyun (--target works too). --region is its region id (default $ALIBABA_CLOUD_REGION_ID), e.g. cn-hangzhou")
+	s.stringVar(&o.aliyunProfile, "aliyun-profile", "NAME", "", "credentials profile of the Alibaba Cloud CLI (~/.aliyun/config.json) or of ~/.alibabacloud/credentials (default: $ALIBABA_CLOUD_PROFILE; without either, Alibaba's default chain: ALIBABA_CLOUD_ACCESS_KEY_ID/SECRET and ALIBABA_CLOUD_SECURITY_TOKEN, OIDC RAM role, profile, ECS RAM role)")
+	s.stringVar(&o.connectionType, "connection-type", "TYPE", "", "network of the session's websocket: Internet or Intranet (default: the API's, Internet)")
 
 	s.group("SSH (on the instance)")
 	s.stringVar(&o.sshUser, "ssh-user", "USER", "", "login name on the instance (default "+sshx.DefaultUser+", the Amazon Linux user; your local user name when the SSM endpoint is on this machine, i.e. the jumpless emulator in front of a local sshd)")
@@ -99,6 +120,18 @@ var targetRE = regexp.MustCompile(`^(i|mi)-[0-9a-f]{8,17}$`)
 // validate checks the flags and fills in defaults from the environment.
 // Every error is a usage error.
 func (o *tunnelOpts) validate(cmd string, env *Env) error {
+	switch o.cloud {
+	case "", "aws":
+		o.cloud = cloudAWS
+		if given := o.flagsGiven(env, aliyunOnlyFlags); len(given) > 0 {
+			return usagef("%s %s for --cloud aliyun: add --cloud aliyun, or drop it (AWS takes --target, --profile)", strings.Join(given, ", "), isAre(given))
+		}
+	case "aliyun", "alibaba", "alibabacloud":
+		o.cloud = cloudAliyun
+		return o.validateAliyun(cmd, env)
+	default:
+		return usagef("--cloud %q: want aws or aliyun", o.cloud)
+	}
 	if o.target == "" {
 		return usagef("--target is required (an EC2 instance id like i-0123456789abcdef0)")
 	}
@@ -141,17 +174,28 @@ func (o *tunnelOpts) validate(cmd string, env *Env) error {
 	if o.endpointURL != "" && !strings.HasPrefix(o.endpointURL, "https://") && !strings.HasPrefix(o.endpointURL, "http://") {
 		return usagef("--endpoint-url %q: want an http:// or https:// URL", o.endpointURL)
 	}
-	if o.hostKey != "" && !strings.HasPrefix(o.hostKey, "SHA256:") {
-		return usagef("--host-key %q: want a SHA256 fingerprint like SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8", o.hostKey)
-	}
 	if o.sshUser == "" {
 		o.sshUser = defaultSSHUser(o.endpointURL, env)
+	}
+	return o.validateSSH(cmd, env)
+}
+
+// validateSSH checks the SSH flags (ModeSSH) of either cloud and fills in
+// their defaults; o.sshUser is set by then.
+func (o *tunnelOpts) validateSSH(cmd string, env *Env) error {
+	if o.hostKey != "" && !strings.HasPrefix(o.hostKey, "SHA256:") {
+		return usagef("--host-key %q: want a SHA256 fingerprint like SHA256:nThbg6kXUpJWGl7E1IGOCspRomTxdCARLviKw6E5SY8", o.hostKey)
 	}
 	o.sshKey = expandHome(o.sshKey)
 	o.knownHosts = expandHome(o.knownHosts)
 	o.caBundle = expandHome(o.caBundle)
 	o.sshAuthSock = env.getenv("SSH_AUTH_SOCK")
-	if o.sshKey == "" && !o.sshAgent && !o.instanceConnect {
+	switch {
+	case o.cloud == cloudAliyun && o.sshKey == "" && !o.sshAgent:
+		// Alibaba's way: a key made in memory and registered through
+		// Cloud Assistant for 60 s (no key file, nothing on disk).
+		o.tempKey = true
+	case o.sshKey == "" && !o.sshAgent && !o.instanceConnect:
 		if o.sshAuthSock == "" {
 			return usagef("no SSH credentials: pass --ssh-key FILE (e.g. ~/.ssh/id_ed25519), --instance-connect, or --ssh-agent with $SSH_AUTH_SOCK set")
 		}
@@ -184,16 +228,30 @@ func (o *tunnelOpts) validate(cmd string, env *Env) error {
 // sshFlagsGiven lists the SSH-only flags given on the command line or in
 // the environment.
 func (o *tunnelOpts) sshFlagsGiven(env *Env) []string {
+	return o.flagsGiven(env, []string{"ssh-key", "ssh-agent", "ssh-user", "known-hosts", "host-key", "host-key-alias", "insecure-ignore-host-key", "bastion-port", "document-name", "instance-connect"})
+}
+
+// flagsGiven lists those of names given on the command line, in the
+// environment or in a tunnel profile, as "--name".
+func (o *tunnelOpts) flagsGiven(env *Env, names []string) []string {
 	if o.fs == nil {
 		return nil
 	}
 	var given []string
-	for _, name := range []string{"ssh-key", "ssh-agent", "ssh-user", "known-hosts", "host-key", "host-key-alias", "insecure-ignore-host-key", "bastion-port", "document-name", "instance-connect"} {
+	for _, name := range names {
 		if o.fs.isSet(env, name) {
 			given = append(given, "--"+name)
 		}
 	}
 	return given
+}
+
+// isAre is "is" for one flag, "are" for more.
+func isAre(list []string) string {
+	if len(list) == 1 {
+		return "is"
+	}
+	return "are"
 }
 
 // defaultSSHUser is the login name when --ssh-user is not given: ec2-user

@@ -29,6 +29,13 @@ import (
 //	forward     = ["15432:orders-db.internal:5432"]
 //	env         = "pg"                   # run: PGHOST/PGPORT
 //
+//	[tunnel.hangzhou]
+//	cloud          = "aliyun"            # Alibaba Cloud Assistant
+//	instance-id    = "i-bp67acfmxazb4ph6ayrq"
+//	region         = "cn-hangzhou"
+//	aliyun-profile = "prod"              # or ALIBABA_CLOUD_* variables
+//	to             = "db.internal:5432"  # direct mode (no SSH flags)
+//
 // Each key is the long name of a flag of forward, run or check, so every
 // tunnel flag (present and future) works in a profile; "forward" is also
 // accepted for local-forward and "aws-profile" for profile. Values are TOML

@@ -36,7 +36,10 @@ const runExamples = `  jumpless run --target i-0123456789abcdef0 --ssh-key ~/.ss
   jumpless run --target i-0123456789abcdef0 --to mysql.internal:3306 --env mysql -- \
       sh -c 'mysqldump -h "$MYSQL_HOST" -P "$MYSQL_TCP_PORT" -u etl app > app.sql'
 
-  jumpless run --target i-0123456789abcdef0 -L 15432:db.internal:5432 -- ./etl-job --dsn "host=127.0.0.1 port=15432"`
+  jumpless run --target i-0123456789abcdef0 -L 15432:db.internal:5432 -- ./etl-job --dsn "host=127.0.0.1 port=15432"
+
+  jumpless run --cloud aliyun --region cn-hangzhou --instance-id i-bp67acfmxazb4ph6ayrq \
+      --aliyun-profile prod --to db.internal:5432 --env pg -- psql -U etl -d warehouse`
 
 func runRun(ctx context.Context, env *Env, args []string) error {
 	var (
