@@ -15,9 +15,10 @@ func (rep *report) write(tb testing.TB, dir string) {
 	fmt.Fprintf(&w, "<!-- written by `make bench-report` (internal/bench BenchmarkReport); do not edit -->\n")
 	fmt.Fprintf(&w, "Run of %s, load average before the run: %s (2 shared vCPUs).\n\n", time.Now().UTC().Format("2006-01-02 15:04 UTC"), rep.load)
 	fmt.Fprintf(&w, "### Unpaced throughput (medians of 3 alternated rounds)\n\n")
-	fmt.Fprintf(&w, "| path | MiB/s | × SSH direct-tcpip (same direction) | client CPU-s/GiB | client allocs per KiB |\n|---|---|---|---|---|\n")
+	fmt.Fprintf(&w, "The emulator process (the child: emulator, byte source and sink; sshd is not counted) is shown beside the client, to tell which one bounds a row.\n\n")
+	fmt.Fprintf(&w, "| path | MiB/s | × SSH direct-tcpip (same direction) | client CPU-s/GiB | client allocs per KiB | emulator process CPU-s/GiB | cores busy: client / emulator process |\n|---|---|---|---|---|---|---|\n")
 	for _, r := range rep.unpaced {
-		fmt.Fprintf(&w, "| %s | %.1f | %.2f× | %.2f | %.3f |\n", r.name, r.res.mibps, r.vsSSH, r.res.cpuPerGiB, r.res.allocsPerMsg)
+		fmt.Fprintf(&w, "| %s | %.1f | %.2f× | %.2f | %.3f | %.2f | %.2f / %.2f |\n", r.name, r.res.mibps, r.vsSSH, r.res.cpuPerGiB, r.res.allocsPerMsg, r.res.childPerGiB, r.res.cores, r.res.childCores)
 	}
 	fmt.Fprintf(&w, "\n### Realistic pacing (1 KiB + ≈1 ms per agent message), k sessions carrying k connections\n\n")
 	fmt.Fprintf(&w, "| sessions | MiB/s | × one session | client CPU-s/GiB | client allocs per KiB |\n|---|---|---|---|---|\n")
