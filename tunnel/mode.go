@@ -49,11 +49,32 @@ func (m Mode) String() string {
 
 // DirectConfig configures ModeDirect.
 type DirectConfig struct {
-	// Destinations ("host:port" as the instance resolves them) get their
-	// sessions at Open, so that a wrong target, credentials or address
-	// fail Open. Other destinations get theirs at their first DialContext.
-	// Nil: none at Open.
+	// Destinations ("host:port" as the instance resolves them) are
+	// reached at Open, so that a wrong target, credentials or address
+	// fail Open (nothing is left open then). With a transport that has
+	// port sessions (AWS), each gets its Sessions port sessions, kept for
+	// its connections; the agent connects only per connection, so a
+	// closed port there still surfaces at the first Read (a
+	// *link.ConnectError). With a transport without port sessions
+	// (Alibaba Cloud Assistant), Open starts one session to each, waits up
+	// to ProbeWait for the agent to refuse the connect (an error matching
+	// link.ErrConnect) or the server to speak first, and ends it: the
+	// first connection starts its own session (see docs/design.md,
+	// "Destinations at Open without port sessions"). Other destinations
+	// get their sessions at their first DialContext. Nil: none at Open.
 	Destinations []string
+
+	// ProbeWait bounds how long Open waits, per destination of
+	// Destinations on a transport without port sessions, for the agent to
+	// report a refused connect (Alibaba's agent dials the target 1 s after
+	// its session starts and reports a refusal at once: measured) or for
+	// the server's first byte; a server that waits for the client
+	// (PostgreSQL) stays silent, so Open takes this long for it. An address
+	// that drops packets (a firewall) is not detected within it. Zero:
+	// DefaultProbeWait (3 s). Negative: Open starts and ends the session
+	// without waiting (credentials, instance and session quota are still
+	// checked).
+	ProbeWait time.Duration
 
 	// StreamBuffer bounds, per connection, the bytes received and not yet
 	// read (so that one stalled reader does not freeze the other
@@ -61,6 +82,11 @@ type DirectConfig struct {
 	// portmux.DefaultStreamBuffer (16 MiB).
 	StreamBuffer int
 }
+
+// DefaultProbeWait is DirectConfig.ProbeWait's default: 3 s, three times
+// the delay after which Alibaba's agent dials the target (and as long as
+// ali-instance-cli holds its first bytes for the same reason).
+const DefaultProbeWait = 3 * time.Second
 
 // prepareDirect checks the ModeDirect part of c.
 func (c Config) prepareDirect() (Config, error) {
@@ -76,6 +102,9 @@ func (c Config) prepareDirect() (Config, error) {
 	}
 	if c.InstanceConnect != nil {
 		return c, &ConfigError{Field: "InstanceConnect", Problem: "pushes an SSH key, which ModeDirect does not use: leave it nil, or use ModeSSH"}
+	}
+	if c.Direct.ProbeWait == 0 {
+		c.Direct.ProbeWait = DefaultProbeWait
 	}
 	if c.Direct.StreamBuffer < 0 {
 		return c, &ConfigError{Field: "Direct.StreamBuffer", Problem: "must not be negative (0 selects 16 MiB)"}

@@ -1,0 +1,138 @@
+package aliyun_test
+
+import (
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/jumpless/jumpless/aliyun"
+	"github.com/jumpless/jumpless/aliyun/aliyuntest"
+	"github.com/jumpless/jumpless/internal/testenv"
+	"github.com/jumpless/jumpless/link"
+	"github.com/jumpless/jumpless/tunnel"
+)
+
+// Direct.Destinations on the Alibaba transport (no port sessions): Open
+// starts one session per destination, waits for the agent's refusal or the
+// server's first byte, and ends it (docs/design.md, "Destinations at Open
+// without port sessions").
+
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// TestDestinationsClosedPortFailsOpenNotFirstConn guards the promise of
+// Direct.Destinations: with the agent's measured 1 s dial delay (emulator
+// default), a destination nothing listens on fails Open with the agent's
+// refusal (link.ErrConnect, *aliyun.StatusError), within ProbeWait, and
+// Open leaves no session open.
+func TestDestinationsClosedPortFailsOpenNotFirstConn(t *testing.T) {
+	cfg := fast()
+	cfg.DialDelay = 0 // the agent's 1 s, as measured
+	srv := newServer(t, cfg)
+	tr, err := aliyun.NewTransport(config(srv, "127.0.0.1:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg := testenv.PostgresAddr(t)
+	closed := closedAddr(t)
+	start := time.Now()
+	tun, err := tunnel.Open(tctx(t, 30*time.Second), tunnel.Config{
+		Mode: tunnel.ModeDirect, Transport: tr.Link(),
+		Direct: tunnel.DirectConfig{Destinations: []string{pg, closed}},
+	})
+	took := time.Since(start)
+	if err == nil {
+		tun.Close()
+		t.Fatal("Open succeeded although a destination's port is closed")
+	}
+	var se *aliyun.StatusError
+	if !errors.Is(err, link.ErrConnect) || !errors.As(err, &se) || errors.Is(err, tunnel.ErrTunnelDown) {
+		t.Fatalf("Open = %v; want link.ErrConnect (*aliyun.StatusError), not ErrTunnelDown", err)
+	}
+	t.Logf("closed port: Open failed after %v: %v", took.Round(time.Millisecond), err)
+	if took > tunnel.DefaultProbeWait+10*time.Second {
+		t.Fatalf("Open took %v; want about the agent's dial delay (ProbeWait %v bounds the wait)", took, tunnel.DefaultProbeWait)
+	}
+	waitNoSessions(t, srv)
+	if st := srv.Stats(); st.SessionsStarted != 2 {
+		t.Fatalf("sessions started %d; want one per destination (2)", st.SessionsStarted)
+	}
+}
+
+// TestDestinationsProbeSessionEndedNotKept guards the choice not to keep
+// the probe session for the first connection (a target's handshake timer
+// would close it unseen): after Open no session is open, and the first
+// connection gets a fresh session that works end to end (pgx to the real
+// PostgreSQL, which stays silent during the probe, and MySQL, which
+// speaks first).
+func TestDestinationsProbeSessionEndedNotKept(t *testing.T) {
+	tr, srv := linkTransport(t)
+	pg, my := testenv.PostgresAddr(t), testenv.MySQLAddr(t)
+	tun := openSeam(t, srv, tunnel.Config{
+		Mode: tunnel.ModeDirect, Transport: tr,
+		Direct: tunnel.DirectConfig{Destinations: []string{pg, my}, ProbeWait: 500 * time.Millisecond},
+	})
+	st := srv.Stats()
+	if st.SessionsStarted != 2 || st.SessionsOpen != 0 {
+		t.Fatalf("after Open: %d sessions started, %d open; want one probe per destination (2), all ended", st.SessionsStarted, st.SessionsOpen)
+	}
+	if ts := tun.Stats(); ts.OpenConns != 0 || len(ts.SessionIDs) != 0 {
+		t.Fatalf("tunnel stats after Open %+v; want nothing open", ts)
+	}
+	pgxRoundTrip(t, tun)
+	if got := srv.Stats().SessionsStarted; got != 3 {
+		t.Fatalf("sessions started %d; want the first connection on a fresh one (3)", got)
+	}
+}
+
+// TestDestinationsWrongInstanceOrKeysFailOpenTyped: a wrong instance or
+// wrong keys fail Open with aliyun's typed errors, not at the first
+// connection, and leave nothing open.
+func TestDestinationsWrongInstanceOrKeysFailOpenTyped(t *testing.T) {
+	srv := newServer(t, fast())
+	pg := testenv.PostgresAddr(t)
+	other, err := aliyuntest.NewServer(aliyuntest.Config{Instances: fast().Instances})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongKeys := other.Credential()
+	other.Close()
+	for _, tc := range []struct {
+		name string
+		edit func(*aliyun.Config)
+		want error
+	}{
+		{"unknown instance", func(c *aliyun.Config) { c.InstanceID = "i-bp1unknown00000000" }, aliyun.ErrInstanceNotFound},
+		{"wrong keys", func(c *aliyun.Config) { c.Credential = wrongKeys }, aliyun.ErrAuth},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			acfg := config(srv, "127.0.0.1:1")
+			tc.edit(&acfg)
+			tr, err := aliyun.NewTransport(acfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tun, err := tunnel.Open(tctx(t, 30*time.Second), tunnel.Config{
+				Mode: tunnel.ModeDirect, Transport: tr.Link(),
+				Direct: tunnel.DirectConfig{Destinations: []string{pg}},
+			})
+			if err == nil {
+				tun.Close()
+				t.Fatal("Open succeeded")
+			}
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Open = %v; want %v", err, tc.want)
+			}
+			waitNoSessions(t, srv)
+		})
+	}
+}
