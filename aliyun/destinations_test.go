@@ -8,6 +8,7 @@ import (
 
 	"github.com/jumpless/jumpless/aliyun"
 	"github.com/jumpless/jumpless/aliyun/aliyuntest"
+	"github.com/jumpless/jumpless/aliyun/internal/realagent"
 	"github.com/jumpless/jumpless/internal/testenv"
 	"github.com/jumpless/jumpless/link"
 	"github.com/jumpless/jumpless/tunnel"
@@ -135,4 +136,51 @@ func TestDestinationsWrongInstanceOrKeysFailOpenTyped(t *testing.T) {
 			waitNoSessions(t, srv)
 		})
 	}
+}
+
+// TestRealAgentDestinationClosedPortFailsOpen runs the same promise against
+// Alibaba's real agent (v2.2.3.578): its refused dial (reported to the
+// server as Open_port_failed) fails Open with link.ErrConnect within
+// ProbeWait, and a destination that listens passes; nothing stays open.
+func TestRealAgentDestinationClosedPortFailsOpen(t *testing.T) {
+	if realagent.Find() == "" {
+		t.Skip("no ../shared/peers/aliyun")
+	}
+	srv := startRealAgent(t, aliyuntest.UnpacedRate)
+	tr, err := aliyun.NewTransport(realAgentConfig(srv, "127.0.0.1:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := closedAddr(t)
+	start := time.Now()
+	tun, err := tunnel.Open(tctx(t, 60*time.Second), tunnel.Config{
+		Mode: tunnel.ModeDirect, Transport: tr.Link(),
+		Direct: tunnel.DirectConfig{Destinations: []string{closed}},
+	})
+	took := time.Since(start)
+	if err == nil {
+		tun.Close()
+		t.Fatal("Open succeeded although the destination's port is closed")
+	}
+	var se *aliyun.StatusError
+	if !errors.Is(err, link.ErrConnect) || !errors.As(err, &se) {
+		t.Fatalf("Open through the real agent = %v; want link.ErrConnect (*aliyun.StatusError)", err)
+	}
+	t.Logf("real agent, closed port: Open failed after %v: %v", took.Round(time.Millisecond), err)
+	waitNoSessions(t, srv)
+
+	start = time.Now()
+	tun, err = tunnel.Open(tctx(t, 60*time.Second), tunnel.Config{
+		Mode: tunnel.ModeDirect, Transport: tr.Link(),
+		Direct: tunnel.DirectConfig{Destinations: []string{testenv.MySQLAddr(t)}},
+	})
+	if err != nil {
+		t.Fatalf("Open with a listening destination through the real agent: %v", err)
+	}
+	t.Logf("real agent, MySQL destination: Open in %v", time.Since(start).Round(time.Millisecond))
+	if err := tun.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitNoSessions(t, srv)
+	t.Logf("agent reports: %v", srv.AgentReports())
 }

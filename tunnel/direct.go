@@ -73,14 +73,19 @@ func newDirect(t *Tunnel) *direct {
 // open opens the pools of addrs in parallel (Open's Direct.Destinations).
 func (d *direct) open(ctx context.Context, addrs []string) error {
 	errs := make([]error, len(addrs))
+	ctx, cancel := context.WithCancel(ctx) // the first failure stops the others
+	defer cancel()
 	var wg sync.WaitGroup
 	for i, a := range addrs {
 		wg.Go(func() {
 			if d.pt == nil {
 				errs[i] = d.probe(ctx, a)
-				return
+			} else {
+				_, errs[i] = d.pool(ctx, a)
 			}
-			_, errs[i] = d.pool(ctx, a)
+			if errs[i] != nil {
+				cancel()
+			}
 		})
 	}
 	wg.Wait()
