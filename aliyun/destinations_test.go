@@ -55,9 +55,15 @@ func TestDestinationsClosedPortFailsOpenNotFirstConn(t *testing.T) {
 		tun.Close()
 		t.Fatal("Open succeeded although a destination's port is closed")
 	}
-	var se *aliyun.StatusError
+	var (
+		se *aliyun.StatusError
+		ce *link.ConnectError
+	)
 	if !errors.Is(err, link.ErrConnect) || !errors.As(err, &se) || errors.Is(err, tunnel.ErrTunnelDown) {
 		t.Fatalf("Open = %v; want link.ErrConnect (*aliyun.StatusError), not ErrTunnelDown", err)
+	}
+	if !errors.As(err, &ce) || ce.Addr != closed || ce.SessionID == "" {
+		t.Fatalf("Open = %v; want a *link.ConnectError naming %s and its session", err, closed)
 	}
 	t.Logf("closed port: Open failed after %v: %v", took.Round(time.Millisecond), err)
 	if took > tunnel.DefaultProbeWait+10*time.Second {

@@ -113,13 +113,24 @@ func (d *direct) probe(ctx context.Context, addr string) error {
 		if cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 			d.t.log.Warn("tunnel: ending a refused probe session", "addr", addr, "session", l.ID(), "err", cerr)
 		}
-		return fmt.Errorf("tunnel: session %s to %s: %w", l.ID(), addr, perr)
+		return fmt.Errorf("tunnel: session %s to %s: %w", l.ID(), addr, withAddr(perr, addr, l.ID()))
 	}
 	if cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 		return fmt.Errorf("tunnel: ending the probe session %s to %s: %w", l.ID(), addr, cerr)
 	}
 	d.t.log.Debug("tunnel: destination checked", "addr", addr, "session", l.ID(), "serverSpoke", answered, "took", time.Since(start))
 	return nil
+}
+
+// withAddr makes a refused connect that a transport reports in its own
+// type (matching link.ErrConnect, e.g. *aliyun.StatusError) a
+// *link.ConnectError naming addr, which wraps it.
+func withAddr(err error, addr, session string) error {
+	var ce *link.ConnectError
+	if !errors.Is(err, link.ErrConnect) || errors.As(err, &ce) {
+		return err
+	}
+	return &link.ConnectError{Addr: addr, SessionID: session, Err: err}
 }
 
 // firstByte waits up to wait (nothing when negative) for l's first byte

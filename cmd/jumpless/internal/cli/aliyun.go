@@ -251,6 +251,9 @@ func (o *tunnelOpts) aliyunTunnelConfig(env *Env, tr *aliyun.Transport) tunnel.C
 	cfg := tunnel.Config{Transport: tr.Link(), Sessions: o.sessions, Logger: o.logger(env)}
 	if o.direct {
 		cfg.Mode = tunnel.ModeDirect
+		// tunnel.Open starts (and ends) one session per destination, so
+		// that wrong keys, instance, region, a full session quota or a
+		// closed port fail here, not at the first client connection.
 		cfg.Direct = tunnel.DirectConfig{Destinations: o.destinations}
 		return cfg
 	}
@@ -277,21 +280,6 @@ func (o *tunnelOpts) openAliyun(ctx context.Context, env *Env) (*tunnel.Tunnel, 
 	tr, err := aliyun.NewTransport(acfg)
 	if err != nil {
 		return nil, usagef("%v", err)
-	}
-	if o.direct {
-		// The tunnel opens per-connection sessions only when a connection
-		// comes; start (and end) one per destination now, so that wrong
-		// credentials, instance, region or a full session quota fail here
-		// rather than at the first client connection.
-		for _, d := range o.destinations {
-			c, err := tr.Dial(ctx, d)
-			if err != nil {
-				return nil, err
-			}
-			if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-				return nil, err
-			}
-		}
 	}
 	cfg := o.aliyunTunnelConfig(env, tr)
 	if !o.tempKey {
@@ -345,7 +333,12 @@ func diagnoseAliyun(err error, o *tunnelOpts) diagnosis {
 		return diagnosis{step: stepAliyunStart, problem: fmt.Sprintf("the Cloud Assistant agent could not connect to sshd on the instance's port %d: %s", o.bastionPort, stErr.Reason),
 			advice: fmt.Sprintf("check that sshd runs on the instance and listens on port %d (--bastion-port), or use --mode direct", o.bastionPort)}
 	case errors.Is(err, link.ErrConnect) && errors.As(err, &stErr):
-		return diagnosis{step: stepDial, problem: "the instance cannot connect to the address: Cloud Assistant answered " + stErr.Reason,
+		where := "the address"
+		var ce *link.ConnectError
+		if errors.As(err, &ce) && ce.Addr != "" {
+			where = sanitize(ce.Addr)
+		}
+		return diagnosis{step: stepDial, problem: "the instance cannot connect to " + where + ": Cloud Assistant answered " + stErr.Reason,
 			cause: dialCause, advice: dialAdvice}
 	case errors.Is(err, link.ErrConnect):
 		return diagnose(err, o)
