@@ -2,6 +2,7 @@ package aliyun_test
 
 import (
 	"errors"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -189,4 +190,47 @@ func TestRealAgentDestinationClosedPortFailsOpen(t *testing.T) {
 	}
 	waitNoSessions(t, srv)
 	t.Logf("agent reports: %v", srv.AgentReports())
+}
+
+// TestDirectClosedPortWriteFirstFailsTypedNotSilently guards a
+// client-speaks-first protocol (PostgreSQL) to a closed port, with the
+// agent's measured timing (it dials 1 s after the session starts) and the
+// default write hold (3 s): the first Write does not pass for success (its
+// bytes would be dropped) but fails with a *link.ConnectError naming the
+// address, about 1 s after the dial; Read says the same, never io.EOF; the
+// session is ended.
+func TestDirectClosedPortWriteFirstFailsTypedNotSilently(t *testing.T) {
+	cfg := fast()
+	cfg.DialDelay = 0 // 1 s, as measured
+	srv := newServer(t, cfg)
+	acfg := config(srv, "127.0.0.1:1")
+	acfg.HoldFirstWrite = 0 // the default 3 s
+	tr, err := aliyun.NewTransport(acfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tun := openSeam(t, srv, tunnel.Config{Mode: tunnel.ModeDirect, Transport: tr.Link()})
+	closed := closedAddr(t)
+	c, err := tun.DialContext(tctx(t, 30*time.Second), "tcp", closed)
+	if err != nil {
+		t.Fatalf("DialContext: %v", err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	start := time.Now()
+	_, werr := c.Write([]byte("startup packet"))
+	took := time.Since(start)
+	_, rerr := c.Read(make([]byte, 1))
+	for _, e := range []struct {
+		op  string
+		err error
+	}{{"Write", werr}, {"Read", rerr}} {
+		var ce *link.ConnectError
+		if !errors.As(e.err, &ce) || ce.Addr != closed || errors.Is(e.err, io.EOF) || errors.Is(e.err, tunnel.ErrTunnelDown) {
+			t.Errorf("first %s to a closed port = %v; want a *link.ConnectError for %s", e.op, e.err, closed)
+		}
+	}
+	t.Logf("closed port, write first: Write failed after %v: %v", took.Round(time.Millisecond), werr)
+	c.Close()
+	waitNoSessions(t, srv)
 }

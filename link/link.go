@@ -89,13 +89,18 @@ type ConnectError struct {
 	Err       error  // the transport's own error, if any (e.g. *aliyun.StatusError); reachable with errors.As
 }
 
-// Error says what failed and what to check.
+// Error says what failed and what to check (with no Reason, Err's text
+// says it).
 func (e *ConnectError) Error() string {
 	s := "link: the instance could not connect to " + e.Addr
+	if e.Reason == "" && e.Err != nil {
+		if e.SessionID != "" {
+			s += " (session " + e.SessionID + ")"
+		}
+		return s + ": " + e.Err.Error()
+	}
 	if e.Reason != "" {
 		s += ": " + e.Reason
-	} else if e.Err != nil {
-		s += ": " + e.Err.Error()
 	}
 	if e.SessionID != "" {
 		s += " (session " + e.SessionID + ")"
