@@ -3,6 +3,8 @@ package tunnel_test
 import (
 	"context"
 	"errors"
+	"io"
+	"os"
 	"testing"
 	"time"
 
@@ -98,4 +100,38 @@ func TestDestinationsWithoutPortSessionsWrongTargetFailsOpen(t *testing.T) {
 		t.Fatalf("Open = %v; want an *ssm.APIError from StartSession wrapping *types.TargetNotConnected", err)
 	}
 	waitNoSessions(t, srv)
+}
+
+// TestDirectClosedPortWriteFirstReadsConnectErrorNotEOF guards a
+// client-speaks-first protocol (PostgreSQL) to a closed port over a mux
+// port session: the agent answers ConnectToPortError and the stream's FIN;
+// a Write issued before that arrives may be accepted (its bytes are
+// dropped), but the first Read, and every Write after it, fail with a
+// *link.ConnectError naming the address: never io.EOF, never a hang.
+func TestDirectClosedPortWriteFirstReadsConnectErrorNotEOF(t *testing.T) {
+	srv := directEmulator(t, ssmtest.Config{})
+	tun := open(t, directTunnelConfig(srv))
+	closed := closedPort(t)
+	c := dial(t, tun, closed)
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := c.Write([]byte("startup packet")); err != nil && !errors.Is(err, link.ErrConnect) {
+		t.Fatalf("first Write = %v; want success (not yet refused) or link.ErrConnect", err)
+	}
+	_, rerr := c.Read(make([]byte, 1))
+	_, werr := c.Write([]byte("more"))
+	for _, e := range []struct {
+		op  string
+		err error
+	}{{"Read", rerr}, {"Write after Read", werr}} {
+		var ce *link.ConnectError
+		if !errors.As(e.err, &ce) || ce.Addr != closed || errors.Is(e.err, io.EOF) || errors.Is(e.err, os.ErrDeadlineExceeded) {
+			t.Errorf("%s on a refused connection = %v; want a *link.ConnectError for %s", e.op, e.err, closed)
+		}
+	}
+	c.Close()
+	waitNoSessions(t, srv)
+	if tun.Err() != nil {
+		t.Fatalf("tunnel down after a refused connection: %v", tun.Err())
+	}
 }

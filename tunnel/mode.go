@@ -27,9 +27,18 @@ const (
 	// per connection. No half-close: CloseWrite returns an error matching
 	// errors.ErrUnsupported. The agent's own rules apply (it refuses the
 	// instance metadata addresses: *link.ForbiddenError). The agent never
-	// confirms a connect: a refused one is a *link.ConnectError from the
-	// connection's first Read (or its Ready method, which dialer.MySQL
-	// uses). In basic mode the agent does not signal the target's close:
+	// confirms a connect: a refused one is a *link.ConnectError naming the
+	// address from the connection's first Read (or its Ready method, which
+	// dialer.MySQL uses), and from every Write after it; a Write made
+	// before the refusal arrived may succeed (its bytes are dropped). The
+	// refusal comes as soon as the agent's dial fails: AWS's
+	// ConnectToPortError (11 ms after the dial with the real agent
+	// 3.3.0.0 on loopback), Alibaba's Status about 1 s after the session
+	// starts (the agent dials then; measured with agent 2.2.3.578), and
+	// an Alibaba Write waits for it within its 3 s hold. An address that
+	// drops packets gives no refusal until the agent's dial times out
+	// (unknown for AWS; none in Alibaba's v578, 10 s in newer agents):
+	// set a deadline. In basic mode the agent does not signal the target's close:
 	// Read then blocks until a deadline or the session's end (an error,
 	// never io.EOF), and a write after the target closed makes the agent
 	// connect again (the server sees a new connection).
