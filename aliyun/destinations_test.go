@@ -176,19 +176,24 @@ func TestRealAgentDestinationClosedPortFailsOpen(t *testing.T) {
 	t.Logf("real agent, closed port: Open failed after %v: %v", took.Round(time.Millisecond), err)
 	waitNoSessions(t, srv)
 
-	start = time.Now()
-	tun, err = tunnel.Open(tctx(t, 60*time.Second), tunnel.Config{
-		Mode: tunnel.ModeDirect, Transport: tr.Link(),
-		Direct: tunnel.DirectConfig{Destinations: []string{testenv.MySQLAddr(t)}},
-	})
-	if err != nil {
-		t.Fatalf("Open with a listening destination through the real agent: %v", err)
+	for _, d := range []struct{ name, addr string }{
+		{"MySQL (speaks first)", testenv.MySQLAddr(t)},
+		{"PostgreSQL (waits for the client)", testenv.PostgresAddr(t)},
+	} {
+		start = time.Now()
+		tun, err = tunnel.Open(tctx(t, 60*time.Second), tunnel.Config{
+			Mode: tunnel.ModeDirect, Transport: tr.Link(),
+			Direct: tunnel.DirectConfig{Destinations: []string{d.addr}},
+		})
+		if err != nil {
+			t.Fatalf("Open with a listening %s destination through the real agent: %v", d.name, err)
+		}
+		t.Logf("real agent, %s destination: Open in %v", d.name, time.Since(start).Round(time.Millisecond))
+		if err := tun.Close(); err != nil {
+			t.Fatal(err)
+		}
+		waitNoSessions(t, srv)
 	}
-	t.Logf("real agent, MySQL destination: Open in %v", time.Since(start).Round(time.Millisecond))
-	if err := tun.Close(); err != nil {
-		t.Fatal(err)
-	}
-	waitNoSessions(t, srv)
 	t.Logf("agent reports: %v", srv.AgentReports())
 }
 

@@ -113,7 +113,10 @@ func (d *direct) probe(ctx context.Context, addr string) error {
 		if cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 			d.t.log.Warn("tunnel: ending a refused probe session", "addr", addr, "session", l.ID(), "err", cerr)
 		}
-		return fmt.Errorf("tunnel: session %s to %s: %w", l.ID(), addr, withAddr(perr, addr, l.ID()))
+		if errors.Is(perr, link.ErrConnect) {
+			return fmt.Errorf("tunnel: destination check: %w", withAddr(perr, addr, l.ID())) // names addr and the session
+		}
+		return fmt.Errorf("tunnel: session %s to %s: %w", l.ID(), addr, perr)
 	}
 	if cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 		return fmt.Errorf("tunnel: ending the probe session %s to %s: %w", l.ID(), addr, cerr)
