@@ -158,6 +158,7 @@ func TestRealAgentDestinationClosedPortFailsOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitAgentTakesSessions(t, tr, srv)
 	closed := closedAddr(t)
 	start := time.Now()
 	tun, err := tunnel.Open(tctx(t, 60*time.Second), tunnel.Config{
@@ -238,4 +239,33 @@ func TestDirectClosedPortWriteFirstFailsTypedNotSilently(t *testing.T) {
 	t.Logf("closed port, write first: Write failed after %v: %v", took.Round(time.Millisecond), werr)
 	c.Close()
 	waitNoSessions(t, srv)
+}
+
+// waitAgentTakesSessions waits until the real agent serves a session (the
+// MySQL greeting comes back). Just after it starts, the agent may ignore a
+// kick ("Fetching tasks is disabled due to network is not ready" in its
+// log, seen under load): such a session stays silent, which a probe cannot
+// tell from a server that waits for the client.
+func waitAgentTakesSessions(t *testing.T, tr *aliyun.Transport, srv *aliyuntest.Server) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for try := 1; ; try++ {
+		c, err := tr.Dial(tctx(t, 30*time.Second), testenv.MySQLAddr(t))
+		if err != nil {
+			t.Fatalf("warm-up session: %v", err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		c.Close()
+		if err == nil {
+			if try > 1 {
+				t.Logf("the real agent served session %d of the warm-up (the earlier ones stayed silent)", try)
+			}
+			waitNoSessions(t, srv)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the real agent serves no session: %v", err)
+		}
+	}
 }
