@@ -44,7 +44,7 @@ func TestDialEchoesAndEndsTheSessionOnClose(t *testing.T) {
 	}
 	waitNoSessions(t, srv)
 	st := srv.Stats()
-	if st.ClosesReceived != 1 || st.SessionsEnded != 1 || st.APICalls["EndTerminalSession"] != 1 {
+	if st.ClosesReceived != 1 || st.NormalCloses != 1 || st.SessionsEnded != 1 || st.APICalls["EndTerminalSession"] != 1 {
 		t.Fatalf("stats after Close: %+v", st)
 	}
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
@@ -76,22 +76,63 @@ func TestTargetCloseIsNotAnEOF(t *testing.T) {
 	}
 }
 
+// TestServerStatusBecomesTypedErrorWithReason: Status 2 (Aborted), 5
+// (Closed) and 6 (Exited) from the server end the connection with a
+// *StatusError carrying the code and the reason, for Read and Write.
 func TestServerStatusBecomesTypedErrorWithReason(t *testing.T) {
 	srv := newServer(t, fast())
 	echo := testenv.EchoServer(t)
-	c, err := aliyun.Dial(context.Background(), config(srv, echo))
+	for _, st := range []struct {
+		code   byte
+		reason string
+	}{{2, "AgentTimeout"}, {5, "FlowExceedLimit"}, {6, "Exit"}} {
+		c, err := aliyun.Dial(context.Background(), config(srv, echo))
+		if err != nil {
+			t.Fatal(err)
+		}
+		onConn(t, func() int { return srv.SendStatus(c.Session().ID(), st.code, st.reason) })
+		_, err = c.Read(make([]byte, 10))
+		var se *aliyun.StatusError
+		if !errors.As(err, &se) || se.Code != st.code || se.Reason != st.reason || !errors.Is(err, aliyun.ErrSessionClosed) || errors.Is(err, io.EOF) {
+			t.Fatalf("Status %d: Read = %v", st.code, err)
+		}
+		if _, err := c.Write([]byte("x")); !errors.As(err, &se) {
+			t.Fatalf("Status %d: Write after it = %v", st.code, err)
+		}
+		c.Close()
+	}
+	waitNoSessions(t, srv)
+}
+
+// TestHeldWritesGoOutAtTheFirstOutput guards the readiness rule for a
+// target that speaks first (SSH, MySQL): bytes written before the agent
+// dialled are held until its first Output, not for the whole
+// HoldFirstWrite, and none is dropped.
+func TestHeldWritesGoOutAtTheFirstOutput(t *testing.T) {
+	cfg := fast()
+	cfg.DialDelay = 300 * time.Millisecond // v578 drops Input before its dial
+	srv := newServer(t, cfg)
+	addr := testenv.TCPServer(t, func(c net.Conn) {
+		c.Write([]byte("hello"))
+		io.Copy(c, c)
+	})
+	acfg := config(srv, addr)
+	acfg.HoldFirstWrite = time.Minute
+	c, err := aliyun.Dial(context.Background(), acfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	onConn(t, func() int { return srv.SendStatus(c.Session().ID(), 5, "FlowExceedLimit") })
-	_, err = c.Read(make([]byte, 10))
-	var se *aliyun.StatusError
-	if !errors.As(err, &se) || se.Code != 5 || se.Reason != "FlowExceedLimit" || !errors.Is(err, aliyun.ErrSessionClosed) {
-		t.Fatalf("Read = %v", err)
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
 	}
-	if _, err := c.Write([]byte("x")); !errors.As(err, &se) {
-		t.Fatalf("Write after Status 5 = %v", err)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // far below the one-minute hold
+	b := make([]byte, 9)
+	if _, err := io.ReadFull(c, b); err != nil || string(b) != "helloping" {
+		t.Fatalf("%q %v: the write was not released by the first Output", b, err)
+	}
+	if n := srv.Stats().InputsDropped; n != 0 {
+		t.Fatalf("%d inputs dropped", n)
 	}
 }
 

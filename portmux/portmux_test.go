@@ -67,15 +67,37 @@ func agent(t *testing.T, c net.Conn, serve func(*smux.Stream)) *smux.Session {
 
 func echo(st *smux.Stream) { io.Copy(st, st); st.Close() }
 
+// client starts a portmux session on l (cfg.Addr "db:5432" when empty),
+// closed when the test ends.
+func client(t *testing.T, l net.Conn, cfg portmux.Config) *portmux.Session {
+	t.Helper()
+	if cfg.Addr == "" {
+		cfg.Addr = "db:5432"
+	}
+	s, err := portmux.Client(l, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// open opens a stream of s, closed when the test ends.
+func open(t *testing.T, s *portmux.Session) *portmux.Conn {
+	t.Helper()
+	c, err := s.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 func TestStreamIDsNotOddFromThree(t *testing.T) {
 	a, b := net.Pipe()
 	rec := &recorder{Conn: a}
 	agent(t, b, echo)
-	s, err := portmux.Client(rec, portmux.Config{Addr: "db:5432"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := client(t, rec, portmux.Config{})
 	for range 2 {
 		c, err := s.Open(context.Background())
 		if err != nil {
@@ -124,17 +146,9 @@ func TestConnectToPortErrorReadAsEOF(t *testing.T) {
 		flags <- struct{}{}
 		st.Close()
 	})
-	s, err := portmux.Client(a, portmux.Config{Addr: "db:5432", SessionID: "s-1", ConnectErrors: flags})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	c, err := s.Open(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_, err = c.Read(make([]byte, 1))
+	s := client(t, a, portmux.Config{SessionID: "s-1", ConnectErrors: flags})
+	c := open(t, s)
+	_, err := c.Read(make([]byte, 1))
 	var ce *link.ConnectError
 	if !errors.As(err, &ce) || ce.Addr != "db:5432" || ce.SessionID != "s-1" {
 		t.Fatalf("Read = %v; want *link.ConnectError for db:5432", err)
@@ -150,16 +164,8 @@ func TestConnectToPortErrorReadAsEOF(t *testing.T) {
 func TestTargetCloseWithoutFlagIsEOF(t *testing.T) {
 	a, b := net.Pipe()
 	agent(t, b, func(st *smux.Stream) { st.Write([]byte("bye")); st.Close() })
-	s, err := portmux.Client(a, portmux.Config{Addr: "db:5432", ConnectErrorWait: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	c, err := s.Open(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	s := client(t, a, portmux.Config{ConnectErrorWait: 10 * time.Millisecond})
+	c := open(t, s)
 	got, err := io.ReadAll(c)
 	if err != nil || string(got) != "bye" {
 		t.Fatalf("ReadAll = %q, %v; want bye and a clean EOF (the target closed)", got, err)
@@ -169,21 +175,13 @@ func TestTargetCloseWithoutFlagIsEOF(t *testing.T) {
 func TestDeadLinkReadsAsEOF(t *testing.T) {
 	a, b := net.Pipe()
 	agent(t, b, func(st *smux.Stream) { st.Write([]byte("x")) })
-	s, err := portmux.Client(a, portmux.Config{Addr: "db:5432"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	c, err := s.Open(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	s := client(t, a, portmux.Config{})
+	c := open(t, s)
 	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
 		t.Fatal(err)
 	}
 	b.Close() // the session's byte stream ends
-	_, err = c.Read(make([]byte, 1))
+	_, err := c.Read(make([]byte, 1))
 	if err == nil || errors.Is(err, io.EOF) || !errors.Is(err, portmux.ErrSessionDown) {
 		t.Fatalf("Read after the link died = %v; want ErrSessionDown, never io.EOF", err)
 	}
@@ -201,16 +199,8 @@ func TestCloseWriteSendsFIN(t *testing.T) {
 	a, b := net.Pipe()
 	rec := &recorder{Conn: a}
 	agent(t, b, echo)
-	s, err := portmux.Client(rec, portmux.Config{Addr: "db:5432"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	c, err := s.Open(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	s := client(t, rec, portmux.Config{})
+	c := open(t, s)
 	before := len(rec.bytes())
 	if err := c.CloseWrite(); !errors.Is(err, portmux.ErrNoHalfClose) || !errors.Is(err, errors.ErrUnsupported) {
 		t.Fatalf("CloseWrite = %v", err)
@@ -233,11 +223,7 @@ func TestStalledStreamFreezesSession(t *testing.T) {
 		}
 		io.Copy(st, st)
 	})
-	s, err := portmux.Client(a, portmux.Config{Addr: "db:5432"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := client(t, a, portmux.Config{})
 	stalled, _ := s.Open(context.Background())
 	defer stalled.Close()
 	stalled.Write([]byte("B")) // 6 MiB that nobody reads for now
@@ -263,16 +249,8 @@ func TestStalledStreamFreezesSession(t *testing.T) {
 func TestReadDeadlineIgnoredByBlockedRead(t *testing.T) {
 	a, b := net.Pipe()
 	agent(t, b, echo)
-	s, err := portmux.Client(a, portmux.Config{Addr: "db:5432"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	c, err := s.Open(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	s := client(t, a, portmux.Config{})
+	c := open(t, s)
 	c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Read past its deadline = %v", err)

@@ -26,11 +26,18 @@ type Client struct {
 	closeOnce sync.Once
 	errMu     sync.Mutex
 	err       error
-	wg        sync.WaitGroup // keepalive, waiter, per-channel goroutines
+	// errFromTransport: err is a read or write failure of the transport
+	// (transportConn), which the server's disconnect message may replace.
+	errFromTransport bool
+	wg               sync.WaitGroup // keepalive, waiter, per-channel goroutines
 
 	mu     sync.Mutex
 	conns  map[*tunnelConn]struct{}
 	closed bool
+
+	probeMu   sync.Mutex
+	probeNext *probe // the liveness probe round callers join (not sent yet)
+	probeBusy bool   // a caller is running probe rounds
 
 	bytesSent, bytesReceived atomic.Int64
 	openConns, totalConns    atomic.Int64
@@ -148,6 +155,17 @@ func (c *Client) wait() {
 	if errors.Is(err, io.EOF) {
 		err = io.EOF
 	}
+	if isDisconnect(err) {
+		// The server said why it ended the connection. A transport
+		// failure recorded before (writing to the socket the server
+		// closed after its message) is only a consequence: the server's
+		// reason replaces it.
+		c.errMu.Lock()
+		if c.err == nil || c.errFromTransport {
+			c.err = lostError(err)
+		}
+		c.errMu.Unlock()
+	}
 	c.setErr(lostError(err))
 	c.shutdown()
 	c.log.Info("sshx: disconnected", "err", c.Err())
@@ -239,6 +257,75 @@ func (c *Client) recordedErr() error {
 	return c.err
 }
 
+// probe is one round of aliveAfter: a global request and its outcome.
+type probe struct {
+	done  chan struct{}
+	alive bool
+}
+
+// aliveAfter reports whether the SSH connection was still up after the
+// call began: it sends a global request (keepalive@openssh.com, which every
+// server answers, OpenSSH with a failure) and waits for the answer.
+// x/crypto/ssh handles the server's messages in order, so an answer proves
+// that what came before it (a channel's EOF) was not the connection ending;
+// false means the connection has ended. Callers that arrive while a
+// request is in flight share the next one: it is sent after they called.
+func (c *Client) aliveAfter() bool {
+	c.probeMu.Lock()
+	if c.probeNext == nil {
+		c.probeNext = &probe{done: make(chan struct{})}
+	}
+	mine := c.probeNext
+	if c.probeBusy {
+		c.probeMu.Unlock()
+		<-mine.done
+		return mine.alive
+	}
+	c.probeBusy = true
+	c.probeMu.Unlock()
+	// This caller runs rounds until nobody waits for one; each ends when
+	// the server answers or the connection ends.
+	for {
+		c.probeMu.Lock()
+		r := c.probeNext
+		c.probeNext = nil
+		if r == nil {
+			c.probeBusy = false
+			c.probeMu.Unlock()
+			break
+		}
+		c.probeMu.Unlock()
+		_, _, err := c.ssh.SendRequest("keepalive@openssh.com", true, nil)
+		r.alive = err == nil
+		close(r.done)
+	}
+	return mine.alive
+}
+
+// endReason is why the connection ended for a channel whose read failed
+// with err when no reason was recorded yet. x/crypto/ssh closes every
+// channel (reads return io.EOF, or the raw error of a failed window
+// adjustment) before Wait reports why the connection ended, for instance
+// when the server sent SSH_MSG_DISCONNECT, which the transport read without
+// error: so an unexplained end is checked with aliveAfter. If the
+// connection is up, err stands (io.EOF: the far end's EOF or close).
+// Otherwise the answer is the client's reason, never io.EOF.
+func (c *Client) endReason(err error) error {
+	if cerr := c.recordedErr(); cerr != nil {
+		return cerr
+	}
+	if c.aliveAfter() {
+		return err
+	}
+	if cerr := c.recordedErr(); cerr != nil {
+		return cerr // a transport write failed; the read side may still run
+	}
+	// The request failed because the connection layer ended, so Wait
+	// returns and wait records the reason.
+	<-c.done
+	return c.Err()
+}
+
 // transportConn is the net.Conn under the SSH connection. It records the
 // first read or write error as the client's reason before x/crypto/ssh sees
 // it, so that the channels it then closes report that reason instead of a
@@ -260,8 +347,20 @@ func (t *transportConn) failed(err error) {
 	c := t.c
 	t.mu.Unlock()
 	if c != nil {
-		c.setErr(lostError(err))
+		c.errMu.Lock()
+		if c.err == nil {
+			c.err = lostError(err)
+			c.errFromTransport = true
+		}
+		c.errMu.Unlock()
 	}
+}
+
+// isDisconnect reports whether err is x/crypto/ssh's error for the
+// server's SSH_MSG_DISCONNECT (an unexported type; its message is
+// "ssh: disconnect, reason N: ...").
+func isDisconnect(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "ssh: disconnect, reason ")
 }
 
 func (t *transportConn) Read(p []byte) (int, error) {

@@ -346,9 +346,13 @@ func (tc *tunnelConn) readLoop() {
 			// every channel as io.EOF too (only the far end's EOF or close
 			// may read as io.EOF), or as the transport's raw error when
 			// the window adjustment after a read failed: either way the
-			// client's recorded reason is the answer.
-			if cerr := tc.c.recordedErr(); cerr != nil {
-				err = cerr
+			// client's reason is the answer (endReason). Not after this
+			// conn's own Close or abort, which the loop ends on anyway.
+			tc.mu.Lock()
+			ours := tc.closed || tc.dead
+			tc.mu.Unlock()
+			if !ours {
+				err = tc.c.endReason(err)
 			}
 		}
 		more = n == len(seg)
@@ -364,7 +368,7 @@ func (tc *tunnelConn) readLoop() {
 			if tc.rerr == nil {
 				tc.rerr = err
 			}
-			if err != io.EOF && tc.werr == nil {
+			if err != io.EOF && (tc.werr == nil || tc.werr == io.ErrClosedPipe) {
 				tc.werr = err // the connection is gone: writes fail too
 				tc.wcond.Broadcast()
 				tc.wpump.Broadcast()

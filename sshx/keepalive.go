@@ -6,9 +6,10 @@ import (
 )
 
 // ProgressReporter may be implemented by the net.Conn passed to NewClient
-// (*ssm.Session does). LastProgress returns when the transport last
-// received new data from the peer, even data the SSH layer cannot use yet
-// because it waits behind a gap the transport is still repairing.
+// (*ssm.Session does). LastProgress returns when the transport last made
+// progress: received new data from the peer, even data the SSH layer cannot
+// use yet because it waits behind a gap the transport is still repairing,
+// or saw that repair advance. A peer repeating itself is not progress.
 //
 // A keepalive reply travels behind such a gap: while LastProgress keeps
 // moving, the path is alive and the client does not time the keepalive

@@ -164,10 +164,12 @@ func (r *randomReader) Read(p []byte) (int, error) {
 
 // echoTransfer writes n random bytes to conn and reads the echo back
 // concurrently, comparing SHA-256 of both; onProgress is called with the
-// bytes read so far after every read.
-func echoTransfer(t testing.TB, conn net.Conn, n int64, timeout time.Duration, onProgress func(int64)) {
+// bytes read so far after every read. It fails when nothing was echoed back
+// for idle: a hang, not a loaded host's slow progress (the deadline moves
+// with every read).
+func echoTransfer(t testing.TB, conn net.Conn, n int64, idle time.Duration, onProgress func(int64)) {
 	t.Helper()
-	if err := conn.SetDeadline(time.Now().Add(timeout)); err != nil {
+	if err := conn.SetDeadline(time.Now().Add(idle)); err != nil {
 		t.Fatal(err)
 	}
 	sent := sha256.New()
@@ -183,6 +185,9 @@ func echoTransfer(t testing.TB, conn net.Conn, n int64, timeout time.Duration, o
 		k, err := conn.Read(buf[:min(int64(len(buf)), n-total)])
 		got.Write(buf[:k])
 		total += int64(k)
+		if k > 0 {
+			conn.SetDeadline(time.Now().Add(idle)) // reads and the writer's writes
+		}
 		if onProgress != nil {
 			onProgress(total)
 		}

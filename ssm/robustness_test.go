@@ -128,6 +128,12 @@ func TestResumeWithoutTokenFailsWithErrSessionGone(t *testing.T) {
 // websocket whose TCP connection stays open but over which nothing arrives
 // any more (no frames, no pongs) must be declared dead after PingTimeout,
 // and the session resumed on a new websocket without losing a byte.
+//
+// The ping timeout is short, so on a loaded host a late pong may end a
+// live websocket too, before the stall: that is a reconnect the test does
+// not count against the client. It requires one more reconnect after the
+// stall, and a ResumeSession for each (a redial that failed under load may
+// add one).
 func TestDeadButOpenSocketIsNoticedByPingTimeout(t *testing.T) {
 	echo := startEcho(t, nil)
 	srv := newEmulator(t, ssmtest.Config{}, echo.addr())
@@ -137,19 +143,21 @@ func TestDeadButOpenSocketIsNoticedByPingTimeout(t *testing.T) {
 	cfg.PingTimeout = 600 * time.Millisecond
 	s := dial(t, cfg)
 	defer s.Close()
-	waitFor(t, 5*time.Second, "agent handshake flag", func() bool { return srv.Stats().Handshakes == 1 })
-	echoTransfer(t, s, 64<<10, 10*time.Second, nil)
+	waitFor(t, 30*time.Second, "agent handshake flag", func() bool { return srv.Stats().Handshakes == 1 })
+	echoTransfer(t, s, 64<<10, 30*time.Second, nil)
+	before := s.Stats().Reconnects
 	if n := srv.StallWebsocket(s.ID()); n != 1 {
 		t.Fatalf("StallWebsocket = %d, want 1", n)
 	}
 	start := time.Now()
 	// Written into the black hole first, then resent on the new websocket.
-	echoTransfer(t, s, 256<<10, 15*time.Second, nil)
+	echoTransfer(t, s, 256<<10, 60*time.Second, nil)
 	el := time.Since(start)
 	cst, st := s.Stats(), srv.Stats()
-	t.Logf("recovered in %v; client reconnects %d, retransmissions %d; emulator resumes %d, frames stalled %d", el, cst.Reconnects, cst.Retransmissions, st.Resumes, st.FramesStalled)
-	if cst.Reconnects != 1 || st.Resumes != 1 {
-		t.Errorf("Reconnects = %d, emulator Resumes = %d; want 1 each", cst.Reconnects, st.Resumes)
+	t.Logf("recovered in %v; client reconnects %d (%d before the stall), retransmissions %d; emulator resumes %d, frames stalled %d",
+		el, cst.Reconnects, before, cst.Retransmissions, st.Resumes, st.FramesStalled)
+	if cst.Reconnects <= before || st.Resumes < cst.Reconnects {
+		t.Errorf("Reconnects = %d (%d before the stall), emulator Resumes = %d; want a reconnect after the stall, each one resumed", cst.Reconnects, before, st.Resumes)
 	}
 	if st.FramesStalled == 0 {
 		t.Error("no frame went into the black hole: the test did not exercise a dead socket")

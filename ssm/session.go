@@ -89,7 +89,7 @@ type Session struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	progress atomic.Int64 // unix nanos of the last new stream message from the agent
+	progress atomic.Int64 // unix nanos of the agent's last stream message that made progress (LastProgress)
 
 	mu           sync.Mutex
 	conn         *wsConn // nil while reconnecting
@@ -115,6 +115,7 @@ type Session struct {
 	free        []*outMsg
 	rto         rtoEstimator
 	expected    int64
+	dupCredited int64 // highest duplicate sequence number counted as progress
 	reorder     map[int64]inMsg
 	rbuf        []byte // accepted, not yet Read
 	roff        int
@@ -355,15 +356,19 @@ func (s *Session) Err() error {
 }
 
 // LastProgress returns when the data channel last received a stream data
-// message from the agent, retransmissions and duplicates included (the
-// agent resends a message whose acknowledgement was lost); the zero time if
-// none yet.
+// message from the agent that made progress; the zero time if none yet.
+// Progress is a message not received before (in order or parked out of
+// order), or a duplicate with a higher sequence number than every
+// duplicate counted before: the agent resends a message whose
+// acknowledgement was lost, only the oldest unacknowledged one, so while
+// our acknowledgements get through its duplicates climb. Resending the same
+// messages again (an agent that hears nothing from us) is not progress.
 //
 // While it keeps moving the session is alive even if the stream is stalled
 // behind a gap: after a WebSocket loss the agent repairs lost messages one
-// per 100 ms (reference §6.5), so a protocol running over the session (SSH
-// keepalives, package sshx) may wait tens of seconds for a reply that is
-// queued behind the repair. sshx.Client consults it for that reason.
+// per 100 ms to 1 s (reference §6.5), so a protocol running over the
+// session (SSH keepalives, package sshx) may wait minutes for a reply that
+// is queued behind the repair. sshx.Client consults it for that reason.
 func (s *Session) LastProgress() time.Time {
 	if n := s.progress.Load(); n != 0 {
 		return time.Unix(0, n)

@@ -452,9 +452,6 @@ func (s *Session) handleAck(m *wire.Message) {
 // re-acknowledge duplicates; acknowledge everything accepted at once.
 func (s *Session) handleData(c *wsConn, m *wire.Message) (waited bool, err error) {
 	seq := m.SequenceNumber
-	// Any stream message, a retransmitted duplicate included, shows the
-	// agent is alive and repairing (LastProgress).
-	s.progress.Store(time.Now().UnixNano())
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.paused = false
@@ -469,11 +466,13 @@ func (s *Session) handleData(c *wsConn, m *wire.Message) (waited bool, err error
 	switch {
 	case seq < s.expected:
 		s.st.Duplicates++
+		s.creditDuplicateLocked(seq)
 		s.queueAckLocked(seq, m.MessageID)
 		return waited, nil
 	case seq > s.expected:
 		if _, ok := s.reorder[seq]; ok {
 			s.st.Duplicates++
+			s.creditDuplicateLocked(seq)
 			s.queueAckLocked(seq, m.MessageID)
 			return waited, nil
 		}
@@ -481,11 +480,13 @@ func (s *Session) handleData(c *wsConn, m *wire.Message) (waited bool, err error
 			s.st.DroppedUnacked++
 			return waited, nil
 		}
+		s.progress.Store(time.Now().UnixNano())
 		s.reorder[seq] = inMsg{ptype: m.PayloadType, buf: parkPayload(m.Payload)}
 		s.st.OutOfOrder++
 		s.queueAckLocked(seq, m.MessageID)
 		return waited, nil
 	}
+	s.progress.Store(time.Now().UnixNano())
 	w, err := s.waitRoomLocked(c, m.PayloadType, len(m.Payload))
 	waited = waited || w
 	if err != nil {
@@ -512,6 +513,21 @@ func (s *Session) handleData(c *wsConn, m *wire.Message) (waited bool, err error
 		}
 	}
 	return waited, nil
+}
+
+// creditDuplicateLocked counts a duplicate as progress (LastProgress) when
+// its sequence number is above every duplicate counted before. The agent
+// retransmits only the head of its unacknowledged messages, so while our
+// acknowledgements reach it each duplicate names a higher number than the
+// last (after a WebSocket loss it resends the messages whose
+// acknowledgements died, in order); a peer resending the same messages
+// over and over, because nothing of ours gets through, adds nothing and
+// the session stops making progress.
+func (s *Session) creditDuplicateLocked(seq int64) {
+	if seq > s.dupCredited {
+		s.dupCredited = seq
+		s.progress.Store(time.Now().UnixNano())
+	}
 }
 
 // waitRoomLocked waits until an Output payload of n bytes fits the read

@@ -6,11 +6,13 @@ import (
 	"crypto/sha1"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -18,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	ecs "github.com/alibabacloud-go/ecs-20140526/v7/client"
+	"github.com/alibabacloud-go/tea/dara"
+	"github.com/alibabacloud-go/tea/tea"
 	"github.com/gorilla/websocket"
 	"go.uber.org/goleak"
 
@@ -274,5 +279,97 @@ func TestOldStyleSignatureIsVerified(t *testing.T) {
 	}
 	if srv.Stats().SignatureFailures != 1 {
 		t.Fatal("failure not counted")
+	}
+}
+
+// TestCommandsAreNoKinderThanCloudAssistant guards the emulated commands:
+// an unknown command id is refused in Alibaba's error shape, the key
+// command fails on an instance where the plug-in was not installed first,
+// RunCommand runs no script but the plug-in install, and an invocation is
+// Running before it finishes.
+func TestCommandsAreNoKinderThanCloudAssistant(t *testing.T) {
+	dir := t.TempDir()
+	ak := dir + "/authorized_keys"
+	if err := os.WriteFile(ak, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := newServer(t, aliyuntest.Config{AuthorizedKeys: ak, CommandDelay: 200 * time.Millisecond})
+	c, closeIdle, err := aliyun.NewECSClient(clientConfig(srv, "127.0.0.1:22"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeIdle()
+	ctx := context.Background()
+	rt := &dara.RuntimeOptions{}
+	key := "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+	invoke := func(id string) (*ecs.InvokeCommandResponse, error) {
+		return c.InvokeCommandWithContext(ctx, &ecs.InvokeCommandRequest{RegionId: dara.String(srv.Region()),
+			InstanceId: []*string{dara.String(instance)}, CommandId: dara.String(id),
+			Parameters: map[string]any{"username": "root", "sshPublicKey": key}}, rt)
+	}
+	result := func(id *string) (status, code string) {
+		r, err := c.DescribeInvocationResultsWithContext(ctx, &ecs.DescribeInvocationResultsRequest{RegionId: dara.String(srv.Region()), InvokeId: id}, rt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		x := r.Body.Invocation.InvocationResults.InvocationResult[0]
+		return dara.StringValue(x.InvocationStatus), dara.StringValue(x.ErrorCode)
+	}
+	finished := func(id *string) (status, code string) {
+		if st, _ := result(id); st != "Running" {
+			t.Fatalf("invocation %s just started is %s, not Running", *id, st)
+		}
+		time.Sleep(400 * time.Millisecond)
+		return result(id)
+	}
+
+	code := func(err error) string {
+		var te *tea.SDKError
+		var de *dara.SDKError
+		switch {
+		case errors.As(err, &te):
+			return dara.StringValue(te.Code)
+		case errors.As(err, &de):
+			return dara.StringValue(de.Code)
+		}
+		return ""
+	}
+	if _, err := invoke("ACS-ECS-SendSshPublicKey-linux.sh"); code(err) != "InvalidCommandId.NotFound" {
+		t.Fatalf("command id without cmd-: %v", err)
+	}
+	r, err := invoke(aliyuntest.SendPublicKeyCommand)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, code := finished(r.Body.InvokeId); st != "Failed" || code != "ExitCodeNonzero" {
+		t.Fatalf("key command without the plug-in: %s %s", st, code)
+	}
+	run := func(script string) *string {
+		r, err := c.RunCommandWithContext(ctx, &ecs.RunCommandRequest{RegionId: dara.String(srv.Region()),
+			InstanceId: []*string{dara.String(instance)}, Type: dara.String("RunShellScript"), ContentEncoding: dara.String("Base64"),
+			CommandContent: dara.String(base64.StdEncoding.EncodeToString([]byte(script))), Timeout: dara.Int64(5)}, rt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Body.InvokeId
+	}
+	if st, code := finished(run("rm -rf /")); st != "Failed" || code != "ExitCodeNonzero" {
+		t.Fatalf("another script: %s %s", st, code)
+	}
+	if st, _ := finished(run(aliyuntest.InstallPluginCommand)); st != "Success" {
+		t.Fatalf("plug-in install: %s", st)
+	}
+	r, err = invoke(aliyuntest.SendPublicKeyCommand)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := finished(r.Body.InvokeId); st != "Success" {
+		t.Fatalf("key command after the plug-in: %s", st)
+	}
+	if b, _ := os.ReadFile(ak); !strings.Contains(string(b), key) {
+		t.Fatal("the key was not installed")
+	}
+	if _, err := c.DescribeInvocationResultsWithContext(ctx, &ecs.DescribeInvocationResultsRequest{RegionId: dara.String(srv.Region()), InvokeId: dara.String("t-nope")}, rt); code(err) != "InvalidInvokeId.NotFound" {
+		t.Fatalf("unknown InvokeId: %v", err)
 	}
 }

@@ -287,6 +287,8 @@ func (s *Server) startSession(r *http.Request, p url.Values) (any, *apiError) {
 		}
 	}
 	if open >= s.cfg.SessionLimit {
+		// Assumption: no public source (agent, CLI, SDK models, API
+		// reference searched) names the code or status of this refusal.
 		return nil, &apiError{403, "SessionLimitExceeded", fmt.Sprintf("The instance has reached its limit of %d sessions.", s.cfg.SessionLimit)}
 	}
 	s.nextID++

@@ -126,7 +126,7 @@ func (s *Server) serveClient(w http.ResponseWriter, r *http.Request) {
 		c.dialed = true
 		c.mu.Unlock()
 		if err != nil {
-			go c.end("OpenPortFailed")
+			go c.end("OpenPortFailed") // assumption: what the server relays is not public (v578 reports Open_port_failed)
 		}
 		c.targetWG.Add(1)
 	} else {

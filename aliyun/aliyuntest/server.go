@@ -79,8 +79,22 @@ type Config struct {
 	// as on an instance without the config_ecs_instance_connect plug-in.
 	AuthorizedKeys string
 
-	// KeyWindow is how long a temporary key stays installed. Zero: 60 s.
+	// KeyWindow is how long a temporary key stays installed. Zero: 60 s
+	// (Alibaba's documented window); tests set it shorter.
 	KeyWindow time.Duration
+
+	// CommandDelay is how long each Cloud Assistant command invocation
+	// (RunCommand, InvokeCommand) stays Running before it finishes; a
+	// RunCommand whose Timeout is shorter ends as Timeout
+	// (ExecutionTimeout). Zero: DefaultCommandDelay (300 ms). Negative:
+	// finished at once. SetCommandDelay changes it.
+	CommandDelay time.Duration
+
+	// AgentState makes every command invocation end as
+	// DescribeInvocationResults reports an agent that cannot run it: one of
+	// AgentNeedUpgrade, AgentNotRunning, AgentNotResponse, AgentUpgrading.
+	// "": a healthy agent, new enough. SetAgentState changes it.
+	AgentState string
 
 	// RealAgent is the instance id served by a real Cloud Assistant agent
 	// instead of the emulated one: the server then also listens for the
@@ -129,6 +143,9 @@ type Server struct {
 	apiDelay    atomic.Int64 // nanoseconds added before every API answer
 	invocations map[string]*invocation
 	keyHook     func(instance, user, publicKey string) error
+	plugin      map[string]bool // instances where the key plug-in was installed
+	agentState  string
+	cmdDelay    atomic.Int64
 	keyMu       sync.Mutex
 	keyTimers   []*time.Timer
 
@@ -178,8 +195,11 @@ func NewServer(cfg Config) (*Server, error) {
 		sessions:    map[string]*session{},
 		calls:       map[string]int64{},
 		invocations: map[string]*invocation{},
+		plugin:      map[string]bool{},
+		agentState:  cfg.AgentState,
 		up:          websocket.Upgrader{ReadBufferSize: 8 << 10, WriteBufferSize: 8 << 10},
 	}
+	s.cmdDelay.Store(int64(cfg.CommandDelay))
 	mux := http.NewServeMux()
 	mux.HandleFunc("/session", s.serveClient)
 	mux.HandleFunc("/", s.serveAPI)

@@ -74,11 +74,13 @@ func (d *Deadline) At() (time.Time, bool) {
 	return d.at, !d.at.IsZero()
 }
 
-// Stop releases the timer.
+// Stop releases the timer. A later Set works as on a Deadline whose
+// timer never ran.
 func (d *Deadline) Stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.timer != nil {
-		d.timer.Stop()
+	if d.timer != nil && !d.timer.Stop() {
+		<-d.cancel // the timer fired: wait for its callback to close cancel
 	}
+	d.timer = nil
 }

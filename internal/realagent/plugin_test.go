@@ -4,12 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -22,26 +19,6 @@ import (
 	"github.com/jumpless/jumpless/internal/testenv"
 	"github.com/jumpless/jumpless/ssm/ssmtest"
 )
-
-// runPlugin starts AWS's session-manager-plugin for a StartSession answer,
-// the way the AWS CLI does (ssm-real-peers.md §1.2), under a timeout.
-func runPlugin(t *testing.T, ctx context.Context, bin string, srv *ssmtest.Server, out *ssmsdk.StartSessionOutput, req map[string]any) *exec.Cmd {
-	t.Helper()
-	resp, _ := json.Marshal(map[string]string{"SessionId": *out.SessionId, "TokenValue": *out.TokenValue, "StreamUrl": *out.StreamUrl})
-	reqJSON, _ := json.Marshal(req)
-	cmd := exec.CommandContext(ctx, bin, string(resp), srv.Region(), "StartSession", "", string(reqJSON), srv.URL())
-	home := t.TempDir()
-	ca := filepath.Join(home, "ca.pem")
-	if err := os.WriteFile(ca, srv.CACertPEM(), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ak, sk := srv.Credentials()
-	cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "AWS_ACCESS_KEY_ID=" + ak, "AWS_SECRET_ACCESS_KEY=" + sk,
-		"AWS_EC2_METADATA_DISABLED=true", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
-		"SSL_CERT_FILE=" + ca, "AWS_CA_BUNDLE=" + ca}
-	cmd.Dir = home
-	return cmd
-}
 
 // testRealPlugin runs AWS's plugin against AWS's agent through the
 // emulator's gateway, in SSH (stdin/stdout) and port-forwarding (smux)
@@ -63,7 +40,7 @@ func testRealPlugin(t *testing.T, r *rig) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		cmd := runPlugin(t, ctx, bin, r.srv, out, map[string]any{"Target": realagent.InstanceID, "DocumentName": ssmtest.DocStartSSHSession, "Parameters": params})
+		cmd := realagent.PluginCommand(t, ctx, bin, r.srv, out, map[string]any{"Target": realagent.InstanceID, "DocumentName": ssmtest.DocStartSSHSession, "Parameters": params})
 		stdin, _ := cmd.StdinPipe()
 		stdout, _ := cmd.StdoutPipe()
 		var stderr bytes.Buffer
@@ -104,7 +81,7 @@ func testRealPlugin(t *testing.T, r *rig) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		cmd := runPlugin(t, ctx, bin, r.srv, out, map[string]any{"Target": realagent.InstanceID, "DocumentName": ssmtest.DocStartPortForwardingSession, "Parameters": params})
+		cmd := realagent.PluginCommand(t, ctx, bin, r.srv, out, map[string]any{"Target": realagent.InstanceID, "DocumentName": ssmtest.DocStartPortForwardingSession, "Parameters": params})
 		stdout, _ := cmd.StdoutPipe()
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr

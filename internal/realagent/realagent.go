@@ -28,6 +28,7 @@ import (
 	"bufio"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -44,6 +45,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	ssmsdk "github.com/aws/aws-sdk-go-v2/service/ssm"
 	"golang.org/x/sys/unix"
 
 	"github.com/jumpless/jumpless/internal/testenv"
@@ -174,6 +177,40 @@ func Plugin(t testing.TB) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// PluginCommand returns the command that runs AWS's session-manager-plugin
+// bin for the StartSession answer out, the way the AWS CLI does (argv
+// layout, reference §2.2; ssm-real-peers.md §1.2): the answer and the
+// request req as JSON, srv's region and endpoint. The environment is clean
+// (no instance metadata, no AWS config files) with srv's credentials and,
+// when srv serves TLS, its CA trusted through SSL_CERT_FILE and
+// AWS_CA_BUNDLE; HOME and the working folder are a temporary folder of t.
+// ctx bounds the run.
+func PluginCommand(t testing.TB, ctx context.Context, bin string, srv *ssmtest.Server, out *ssmsdk.StartSessionOutput, req map[string]any) *exec.Cmd {
+	t.Helper()
+	resp, err := json.Marshal(map[string]string{"SessionId": aws.ToString(out.SessionId), "TokenValue": aws.ToString(out.TokenValue), "StreamUrl": aws.ToString(out.StreamUrl)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reqJSON, err := json.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.CommandContext(ctx, bin, string(resp), srv.Region(), "StartSession", "", string(reqJSON), srv.URL())
+	home := t.TempDir()
+	ak, sk := srv.Credentials()
+	cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "AWS_ACCESS_KEY_ID=" + ak, "AWS_SECRET_ACCESS_KEY=" + sk,
+		"AWS_EC2_METADATA_DISABLED=true", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"}
+	if pem := srv.CACertPEM(); pem != nil {
+		ca := filepath.Join(home, "ca.pem")
+		if err := os.WriteFile(ca, pem, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd.Env = append(cmd.Env, "SSL_CERT_FILE="+ca, "AWS_CA_BUNDLE="+ca)
+	}
+	cmd.Dir = home
+	return cmd
 }
 
 // Agent is a running amazon-ssm-agent attached to an emulator.

@@ -74,13 +74,14 @@ type agent struct {
 	hsDone      atomic.Bool // the agent's "handshake complete" flag
 	hsRespTaken atomic.Bool // a HandshakeResponse was handed over (or the wait timed out)
 
-	mu     sync.Mutex // sequence assignment + send, outgoing buffer, RTO, pause
-	seq    int64
-	out    []outMsg
-	srtt   float64 // ns
-	rttvar float64 // ns
-	rto    time.Duration
-	pause  bool
+	mu        sync.Mutex // sequence assignment + send, outgoing buffer, RTO, pause
+	seq       int64
+	out       []outMsg
+	srtt      float64 // ns
+	rttvar    float64 // ns
+	rto       time.Duration
+	rtoPinned bool // Config.AgentRTO: rto is not estimated
+	pause     bool
 
 	tmu          sync.Mutex
 	target       net.Conn
@@ -108,6 +109,9 @@ func newAgent(ss *session) *agent {
 		rto:       initialRTO,
 		inbuf:     make(map[int64][]byte),
 		newTarget: make(chan struct{}, 1),
+	}
+	if r := ss.srv.cfg.AgentRTO; r > 0 {
+		a.rto, a.rtoPinned = r, true
 	}
 	a.lpf.Store(ss.props["type"] == "LocalPortForwarding")
 	return a
@@ -782,6 +786,9 @@ func (a *agent) handleAck(m *wire.Message) {
 
 // updateRTO applies reference §6.5 (RFC 6298 without the 1 s floor, 1 s cap).
 func (a *agent) updateRTO(sample time.Duration) {
+	if a.rtoPinned {
+		return // Config.AgentRTO
+	}
 	r := float64(sample)
 	a.rttvar = (1-rttBeta)*a.rttvar + rttBeta*math.Abs(a.srtt-r)
 	a.srtt = (1-rttAlpha)*a.srtt + rttAlpha*r

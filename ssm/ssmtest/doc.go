@@ -33,7 +33,8 @@
 //     agent (1 ms sleep plus the agent's per-message cost, calibrated: see
 //     RealisticMessagePeriod).
 //   - Unacknowledged output is retransmitted head-of-line only, on a 100 ms
-//     tick, with the agent's RFC 6298-like RTO (reference §6.5), forever.
+//     tick, with the agent's RFC 6298-like RTO (reference §6.5), forever
+//     (Config.AgentRTO pins the RTO for a repair of known length).
 //   - The session ends when the target closes (SSH document: EOF ends the
 //     session), on the client's TerminateSession flag, on the TerminateSession
 //     API or CloseChannel; the agent drains unacknowledged output for up to

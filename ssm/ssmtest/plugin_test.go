@@ -4,13 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -39,28 +36,6 @@ func pluginPath(t *testing.T) string {
 	return p
 }
 
-// pluginCmd runs the plugin the way the AWS CLI does (argv layout,
-// reference §2.2) for a StartSession response.
-func pluginCmd(t *testing.T, ctx context.Context, bin string, srv *ssmtest.Server, out *ssmsdk.StartSessionOutput, req map[string]any) *exec.Cmd {
-	resp, _ := json.Marshal(map[string]string{"SessionId": *out.SessionId, "TokenValue": *out.TokenValue, "StreamUrl": *out.StreamUrl})
-	reqJSON, _ := json.Marshal(req)
-	cmd := exec.CommandContext(ctx, bin, string(resp), srv.Region(), "StartSession", "", string(reqJSON), srv.URL())
-	ak, sk := srv.Credentials()
-	home := t.TempDir()
-	env := []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "AWS_ACCESS_KEY_ID=" + ak, "AWS_SECRET_ACCESS_KEY=" + sk,
-		"AWS_EC2_METADATA_DISABLED=true", "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"}
-	if pem := srv.CACertPEM(); pem != nil {
-		f := filepath.Join(home, "ca.pem")
-		if err := os.WriteFile(f, pem, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		env = append(env, "SSL_CERT_FILE="+f, "AWS_CA_BUNDLE="+f)
-	}
-	cmd.Env = env
-	cmd.Dir = home
-	return cmd
-}
-
 // TestRealPluginSSHSessionEcho runs AWS's session-manager-plugin in
 // AWS-StartSSHSession (stdin/stdout) mode through the emulator to an echo
 // target, over wss.
@@ -71,7 +46,7 @@ func TestRealPluginSSHSessionEcho(t *testing.T) {
 	api, out := startSession(t, srv, instance)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := pluginCmd(t, ctx, bin, srv, out, map[string]any{"Target": instance, "DocumentName": "AWS-StartSSHSession", "Parameters": map[string][]string{"portNumber": {"22"}}})
+	cmd := realagent.PluginCommand(t, ctx, bin, srv, out, map[string]any{"Target": instance, "DocumentName": "AWS-StartSSHSession", "Parameters": map[string][]string{"portNumber": {"22"}}})
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	var stderr bytes.Buffer
@@ -142,7 +117,7 @@ func TestRealPluginPortForwardingMux(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := pluginCmd(t, ctx, bin, srv, out, map[string]any{"Target": instance, "DocumentName": ssmtest.DocStartPortForwardingSession, "Parameters": params})
+	cmd := realagent.PluginCommand(t, ctx, bin, srv, out, map[string]any{"Target": instance, "DocumentName": ssmtest.DocStartPortForwardingSession, "Parameters": params})
 	stdout, _ := cmd.StdoutPipe()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -198,7 +173,7 @@ func TestRealPluginResumesAfterKillWebsocket(t *testing.T) {
 	api, out := startSession(t, srv, instance)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := pluginCmd(t, ctx, bin, srv, out, map[string]any{"Target": instance, "DocumentName": "AWS-StartSSHSession", "Parameters": map[string][]string{"portNumber": {"22"}}})
+	cmd := realagent.PluginCommand(t, ctx, bin, srv, out, map[string]any{"Target": instance, "DocumentName": "AWS-StartSSHSession", "Parameters": map[string][]string{"portNumber": {"22"}}})
 	stdin, _ := cmd.StdinPipe()
 	stdout, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
@@ -255,7 +230,7 @@ func TestRealPluginRealisticDownloadRate(t *testing.T) {
 	api, out := startSession(t, srv, instance)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := pluginCmd(t, ctx, bin, srv, out, map[string]any{"Target": instance, "DocumentName": "AWS-StartSSHSession", "Parameters": map[string][]string{"portNumber": {"22"}}})
+	cmd := realagent.PluginCommand(t, ctx, bin, srv, out, map[string]any{"Target": instance, "DocumentName": "AWS-StartSSHSession", "Parameters": map[string][]string{"portNumber": {"22"}}})
 	stdin, _ := cmd.StdinPipe() // kept open: the plugin exits on stdin EOF
 	defer stdin.Close()
 	stdout, _ := cmd.StdoutPipe()

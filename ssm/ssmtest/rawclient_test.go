@@ -74,7 +74,7 @@ func dialRawOpts(t testing.TB, srv *ssmtest.Server, streamURL, token string, noA
 }
 
 func (c *rawClient) connect(token string) error {
-	d := websocket.Dialer{HandshakeTimeout: 5 * time.Second}
+	d := websocket.Dialer{HandshakeTimeout: 30 * time.Second} // a hang bound: a loaded host is slow, loopback never loses the handshake
 	if pool := c.srv.CertPool(); pool != nil {
 		d.TLSClientConfig = &tls.Config{RootCAs: pool}
 	}
@@ -325,17 +325,20 @@ func (c *rawClient) waitFrame(timeout time.Duration, f func(*wire.Message) bool)
 	}
 }
 
-// read collects n bytes of in-order Output.
-func (c *rawClient) read(n int, timeout time.Duration) ([]byte, error) {
+// read collects n bytes of in-order Output. It fails when no byte arrived
+// for idle (a hang or a loss nobody repairs), not on a deadline for the
+// whole read, which a loaded host could miss while making progress.
+func (c *rawClient) read(n int, idle time.Duration) ([]byte, error) {
 	var out []byte
-	tm := time.NewTimer(timeout)
+	tm := time.NewTimer(idle)
 	defer tm.Stop()
 	for len(out) < n {
 		select {
 		case p := <-c.data:
 			out = append(out, p...)
+			tm.Reset(idle)
 		case <-tm.C:
-			return out, fmt.Errorf("read %d of %d bytes within %v", len(out), n, timeout)
+			return out, fmt.Errorf("read %d of %d bytes: none arrived for %v", len(out), n, idle)
 		}
 	}
 	return out, nil
@@ -354,7 +357,7 @@ func (c *rawClient) waitClosed(timeout time.Duration) (*wire.ChannelClosedPayloa
 func startSession(t testing.TB, srv *ssmtest.Server, target string) (*ssmsdk.Client, *ssmsdk.StartSessionOutput) {
 	t.Helper()
 	api := ssmsdk.NewFromConfig(srv.AWSConfig())
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // a hang bound
 	defer cancel()
 	out, err := api.StartSession(ctx, &ssmsdk.StartSessionInput{
 		Target:       aws.String(target),

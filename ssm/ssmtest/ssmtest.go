@@ -197,6 +197,20 @@ type Config struct {
 	// the RTO reaches 1 s) — the pessimistic, source-backed behaviour.
 	BufferWhileDisconnected bool
 
+	// AgentRTO pins the agent's retransmission timeout instead of
+	// estimating it from RTT samples (reference §6.5). The resender still
+	// looks at the head of the unacknowledged messages every 100 ms and
+	// resends it once it is older than the RTO: pinned below 100 ms (10 ms
+	// is the estimate's floor), a loss burst is repaired one message per
+	// tick, as long as each acknowledgement returns within a tick. The real
+	// agent's estimate moves between about 10 ms and its 1 s cap with the
+	// RTT samples, which include queueing behind a fast sender and a loaded
+	// host, so how fast it repairs a burst varies up to elevenfold from run
+	// to run; a test that needs a repair of known length pins it. 0:
+	// estimated like the real agent (200 ms at first, capped at 1 s).
+	// Negative: an error.
+	AgentRTO time.Duration
+
 	// KillLoss is how many frames each KillWebsocket loses in the dying
 	// socket (its kernel buffers, on both sides) before the service
 	// notices: from the call, frames in either direction cross into the
@@ -372,6 +386,9 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = DefaultDrainTimeout
+	}
+	if cfg.AgentRTO < 0 {
+		return nil, fmt.Errorf("ssmtest: AgentRTO %v is negative; want 0 (estimated like the real agent) or the timeout to pin", cfg.AgentRTO)
 	}
 	if cfg.ChunkSize <= 0 {
 		cfg.ChunkSize = DefaultChunkSize

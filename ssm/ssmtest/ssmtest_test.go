@@ -887,7 +887,7 @@ func TestKillWebsocketMidDownloadWithGatewayReplay(t *testing.T) {
 			target := startTCP(t, func(c net.Conn) { _, _ = c.Write(payload) })
 			// KillLoss 100: the dying socket's frames (and the
 			// acknowledgements lost with them) are repaired by the replay
-			// and the agent; the default's 48 s stall is the tunnel
+			// and the agent; the repair stall is the tunnel
 			// package's subject.
 			srv := newServer(t, ssmtest.Config{BufferWhileDisconnected: buffer, KillLoss: 100, Targets: map[string]string{instance: target.ln.Addr().String()}})
 			api, out := startSession(t, srv, instance)
@@ -948,5 +948,28 @@ func TestEndedSessionsAreForgotten(t *testing.T) {
 	}
 	if _, err := api.TerminateSession(context.Background(), &ssmsdk.TerminateSessionInput{SessionId: out.SessionId}); err != nil {
 		t.Fatalf("TerminateSession of an ended session: %v", err)
+	}
+}
+
+// TestAgentRTOPinsRetransmission guards Config.AgentRTO: pinned at the real
+// agent's 1 s cap, an unacknowledged message is resent no more often than
+// once a second (the estimate from loopback samples would resend it every
+// 100 ms tick), and a negative value is refused.
+func TestAgentRTOPinsRetransmission(t *testing.T) {
+	if _, err := ssmtest.NewServer(ssmtest.Config{AgentRTO: -time.Millisecond}); err == nil || !strings.Contains(err.Error(), "AgentRTO") {
+		t.Fatalf("NewServer with a negative AgentRTO: %v; want an error naming AgentRTO", err)
+	}
+	srv, _, _, c := echoSession(t, ssmtest.Config{AgentRTO: time.Second})
+	srv.SetFaults(ssmtest.ToAgent, ssmtest.Faults{Match: ssmtest.FrameInfo.IsAck, Drop: 1})
+	retrans := srv.Stats().Retransmissions
+	c.send([]byte("x"))
+	if _, err := c.read(1, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	echoed := time.Now()
+	waitFor(t, 60*time.Second, "three retransmissions", func() bool { return srv.Stats().Retransmissions >= retrans+3 })
+	// A load can only delay the resender: three resends take ≥ 3 s.
+	if d := time.Since(echoed); d < 3*time.Second {
+		t.Fatalf("three retransmissions %v after the first transmission; want ≥ 3 s at a pinned 1 s RTO", d)
 	}
 }

@@ -239,3 +239,32 @@ func TestPacingIntervalMatchesAgentFormula(t *testing.T) {
 		}
 	}
 }
+
+// TestCaptureIsTheSharedOne guards the copy in testdata: it must be the
+// byte-for-byte copy of ../shared/vectors/aliyun-capture.txt (when that is
+// beside the checkout), so that the codec tests above cover every frame of
+// the shared capture.
+func TestCaptureIsTheSharedOne(t *testing.T) {
+	shared := ""
+	for d := "."; len(d) < 40; d = "../" + d {
+		p := d + "/../shared/vectors/aliyun-capture.txt"
+		if _, err := os.Stat(p); err == nil {
+			shared = p
+			break
+		}
+	}
+	if shared == "" {
+		t.Skip("no ../shared/vectors/aliyun-capture.txt above this directory")
+	}
+	want, err := os.ReadFile(shared)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile("testdata/aliyun-capture.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("testdata/aliyun-capture.txt differs from %s: copy it again", shared)
+	}
+}
