@@ -289,6 +289,9 @@ func (o *tunnelOpts) openAliyun(ctx context.Context, env *Env) (*tunnel.Tunnel, 
 	err = aliyun.WithTempKey(ctx, acfg, o.sshUser, func(k *aliyun.TempKey) error {
 		c := cfg
 		c.SSH.PrivateKey = k.PrivatePEM
+		// Sessions opened later (more --sessions, replacements) register
+		// the key again before their login when its window has passed.
+		c.Transport = k.Transport(c.Transport)
 		var err error
 		t, err = tunnel.Open(ctx, c)
 		return err
