@@ -1,6 +1,7 @@
 package aliyun_test
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -158,7 +159,6 @@ func TestRealAgentDestinationClosedPortFailsOpen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitAgentTakesSessions(t, tr, srv)
 	closed := closedAddr(t)
 	start := time.Now()
 	tun, err := tunnel.Open(tctx(t, 60*time.Second), tunnel.Config{
@@ -246,17 +246,20 @@ func TestDirectClosedPortWriteFirstFailsTypedNotSilently(t *testing.T) {
 // kick ("Fetching tasks is disabled due to network is not ready" in its
 // log, seen under load): such a session stays silent, which a probe cannot
 // tell from a server that waits for the client.
-func waitAgentTakesSessions(t *testing.T, tr *aliyun.Transport, srv *aliyuntest.Server) {
+func waitAgentTakesSessions(t testing.TB, tr *aliyun.Transport, srv *aliyuntest.Server) {
 	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for try := 1; ; try++ {
-		c, err := tr.Dial(tctx(t, 30*time.Second), testenv.MySQLAddr(t))
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		c, err := tr.Dial(ctx, testenv.MySQLAddr(t))
 		if err != nil {
+			cancel()
 			t.Fatalf("warm-up session: %v", err)
 		}
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		_, err = c.Read(make([]byte, 1))
 		c.Close()
+		cancel()
 		if err == nil {
 			if try > 1 {
 				t.Logf("the real agent served session %d of the warm-up (the earlier ones stayed silent)", try)
