@@ -150,9 +150,15 @@ func TestSeamDirectModeClosedPortIsLinkErrConnect(t *testing.T) {
 		_, err = c.Read(make([]byte, 1))
 		c.Close()
 	}
-	var se *aliyun.StatusError
+	var (
+		se *aliyun.StatusError
+		ce *link.ConnectError
+	)
 	if !errors.Is(err, link.ErrConnect) || !errors.As(err, &se) || errors.Is(err, tunnel.ErrTunnelDown) {
 		t.Fatalf("connect to a closed port = %v; want link.ErrConnect and *aliyun.StatusError, not ErrTunnelDown", err)
+	}
+	if !errors.As(err, &ce) || ce.Addr != addr {
+		t.Fatalf("connect to a closed port = %v; want a *link.ConnectError naming %s", err, addr)
 	}
 	waitNoSessions(t, srv)
 }

@@ -39,6 +39,11 @@ func startRealAgent(t testing.TB, flowLimit int64) *aliyuntest.Server {
 	case <-time.After(60 * time.Second):
 		t.Fatal("the agent did not open its notify websocket within 60 s")
 	}
+	tr, err := aliyun.NewTransport(realAgentConfig(srv, "127.0.0.1:1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitAgentTakesSessions(t, tr, srv)
 	return srv
 }
 

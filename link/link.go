@@ -86,11 +86,19 @@ type ConnectError struct {
 	Addr      string // the address as dialed ("host:port")
 	SessionID string // the session that tried, if known
 	Reason    string // the agent's words, if it gave any
+	Err       error  // the transport's own error, if any (e.g. *aliyun.StatusError); reachable with errors.As
 }
 
-// Error says what failed and what to check.
+// Error says what failed and what to check (with no Reason, Err's text
+// says it).
 func (e *ConnectError) Error() string {
 	s := "link: the instance could not connect to " + e.Addr
+	if e.Reason == "" && e.Err != nil {
+		if e.SessionID != "" {
+			s += " (session " + e.SessionID + ")"
+		}
+		return s + ": " + e.Err.Error()
+	}
 	if e.Reason != "" {
 		s += ": " + e.Reason
 	}
@@ -102,6 +110,9 @@ func (e *ConnectError) Error() string {
 
 // Is reports whether target is [ErrConnect].
 func (e *ConnectError) Is(target error) bool { return target == ErrConnect }
+
+// Unwrap returns Err.
+func (e *ConnectError) Unwrap() error { return e.Err }
 
 // ForbiddenError reports that the agent refuses to forward to Addr (AWS:
 // "Forwarding to IP address … is forbidden" for the instance metadata

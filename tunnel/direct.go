@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -71,12 +73,94 @@ func newDirect(t *Tunnel) *direct {
 // open opens the pools of addrs in parallel (Open's Direct.Destinations).
 func (d *direct) open(ctx context.Context, addrs []string) error {
 	errs := make([]error, len(addrs))
+	ctx, cancel := context.WithCancel(ctx) // the first failure stops the others
+	defer cancel()
 	var wg sync.WaitGroup
 	for i, a := range addrs {
-		wg.Go(func() { _, errs[i] = d.pool(ctx, a) })
+		wg.Go(func() {
+			if d.pt == nil {
+				errs[i] = d.probe(ctx, a)
+			} else {
+				_, errs[i] = d.pool(ctx, a)
+			}
+			if errs[i] != nil {
+				cancel()
+			}
+		})
 	}
 	wg.Wait()
 	return firstError(errs)
+}
+
+// probe checks destination addr of a transport without port sessions: it
+// starts a session (Transport.Dial), waits up to Direct.ProbeWait for the
+// agent's refusal or the server's first byte, and ends the session. The
+// session is not kept for the first connection: the target's own timers
+// (MySQL connect_timeout 10 s, PostgreSQL authentication_timeout 60 s,
+// sshd LoginGraceTime) close the agent's connection while it waits, and
+// the agent neither says so nor refuses the next write: it re-dials, so
+// the first connection would read one server's greeting and write into
+// another server connection (docs/design.md).
+func (d *direct) probe(ctx context.Context, addr string) error {
+	l, err := d.tr.Dial(ctx, addr)
+	if err != nil {
+		return fmt.Errorf("tunnel: session to %s: %w", addr, err)
+	}
+	start := time.Now()
+	answered, perr := firstByte(ctx, l, d.t.cfg.Direct.ProbeWait)
+	cerr := l.Close()
+	if perr != nil {
+		if cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+			d.t.log.Warn("tunnel: ending a refused probe session", "addr", addr, "session", l.ID(), "err", cerr)
+		}
+		if errors.Is(perr, link.ErrConnect) {
+			return fmt.Errorf("tunnel: destination check: %w", withAddr(perr, addr, l.ID())) // names addr and the session
+		}
+		return fmt.Errorf("tunnel: session %s to %s: %w", l.ID(), addr, perr)
+	}
+	if cerr != nil && !errors.Is(cerr, net.ErrClosed) {
+		return fmt.Errorf("tunnel: ending the probe session %s to %s: %w", l.ID(), addr, cerr)
+	}
+	d.t.log.Debug("tunnel: destination checked", "addr", addr, "session", l.ID(), "serverSpoke", answered, "took", time.Since(start))
+	return nil
+}
+
+// withAddr makes a refused connect that a transport reports in its own
+// type (matching link.ErrConnect, e.g. *aliyun.StatusError) a
+// *link.ConnectError naming addr, which wraps it.
+func withAddr(err error, addr, session string) error {
+	var ce *link.ConnectError
+	if !errors.Is(err, link.ErrConnect) || errors.As(err, &ce) {
+		return err
+	}
+	return &link.ConnectError{Addr: addr, SessionID: session, Err: err}
+}
+
+// firstByte waits up to wait (nothing when negative) for l's first byte
+// (answered) or its error; silence is no error. ctx's end is one.
+func firstByte(ctx context.Context, l link.Link, wait time.Duration) (answered bool, err error) {
+	if wait < 0 {
+		return false, ctx.Err()
+	}
+	l.SetReadDeadline(time.Now().Add(wait))
+	stop := context.AfterFunc(ctx, func() { l.SetReadDeadline(aLongTimeAgo) })
+	n, err := l.Read(make([]byte, 1))
+	stop()
+	if cerr := ctx.Err(); cerr != nil && n == 0 {
+		return false, cerr
+	}
+	if n > 0 {
+		return true, nil
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return false, nil
+	}
+	if err == nil || errors.Is(err, io.EOF) {
+		// The far side closed before sending a byte: no server a tunnel
+		// can use does that (and io.EOF must not pass for success).
+		return false, fmt.Errorf("the connection ended before any byte came (%v): the destination closed it at once", err)
+	}
+	return false, err
 }
 
 // pool returns the ready pool of addr, opening it if needed.

@@ -170,11 +170,15 @@ func (c *linkConn) Ready(ctx context.Context) error {
 
 // downErr makes the error of a connection whose session ended (the
 // Link's Err is set) match ErrTunnelDown too, keeping the cause. A refused
-// connect (link.ErrConnect, link.ErrForbidden), a deadline and the
+// connect is a *link.ConnectError naming the address (wrapping the
+// transport's own error); link.ErrForbidden, a deadline and the
 // connection's own Close are left as they are.
 func (c *linkConn) downErr(err error) error {
+	if errors.Is(err, link.ErrConnect) {
+		return withAddr(err, c.addr, c.Link.ID())
+	}
 	if err == nil || c.Link.Err() == nil || errors.Is(err, ErrTunnelDown) || errors.Is(err, net.ErrClosed) ||
-		errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, link.ErrConnect) || errors.Is(err, link.ErrForbidden) {
+		errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, link.ErrForbidden) {
 		return err
 	}
 	down := ErrTunnelDown

@@ -233,6 +233,12 @@ func TestAliyunCheckSSHModeWithTemporaryKey(t *testing.T) {
 func TestAliyunBadInputSaysWhatToFixAndLeavesNothingOpen(t *testing.T) {
 	echo := testenv.EchoServer(t)
 	f := newAliyunFixture(t, true)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closedPort := ln.Addr().String() // nothing listens there
+	ln.Close()
 	// run is "run" with the fixture's flags but drop (and its value),
 	// then extra, then "-- true".
 	run := func(drop string, extra ...string) []string {
@@ -272,6 +278,8 @@ func TestAliyunBadInputSaysWhatToFixAndLeavesNothingOpen(t *testing.T) {
 			"Alibaba Cloud refused the credentials"},
 		{"no credentials", aliyunBaseEnv(t), run("", "--to", echo), 3,
 			"no Alibaba Cloud credentials found"},
+		{"destination port closed (direct mode)", f.env, run("", "--to", closedPort), 3,
+			"the instance cannot connect to " + closedPort + ": Cloud Assistant answered OpenPortFailed"},
 		{"sshd port closed", f.env, run("", "--mode", "ssh", "--bastion-port", "9", "--ssh-key", f.sshd.ClientKeyPath, "--insecure-ignore-host-key", "--to", echo), 3,
 			"could not connect to sshd on the instance's port 9"},
 		{"temporary key, login refused (unknown user)", f.env, run("", append(f.sshFlags(t, false), "--to", echo, "--ssh-user", "nobody-here")...), 3,

@@ -127,6 +127,7 @@ func TestRealAgent(t *testing.T) {
 	t.Run("TerminateMidTransfer", func(t *testing.T) { testTerminateMidTransfer(t, r) })
 	t.Run("RealPlugin", func(t *testing.T) { testRealPlugin(t, r) })
 	t.Run("DirectMode", func(t *testing.T) { testDirectMode(t, r) })
+	t.Run("DirectModeTargetRefuses", func(t *testing.T) { testDirectModeTargetRefuses(t, r) })
 	st := r.srv.Stats()
 	t.Logf("emulator: sessions started %d, ended %d, agent completed %d, frames client→agent %d (lost %d), agent→client %d (lost %d)",
 		st.SessionsStarted, st.SessionsEnded, st.AgentTasksCompleted, st.FramesToAgent, st.FramesLostToAgent, st.FramesToClient, st.FramesLost)

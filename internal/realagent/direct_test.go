@@ -3,7 +3,9 @@ package realagent_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/jumpless/jumpless/internal/realagent"
 	"github.com/jumpless/jumpless/internal/testenv"
+	"github.com/jumpless/jumpless/link"
 	"github.com/jumpless/jumpless/ssm"
 	"github.com/jumpless/jumpless/tunnel"
 )
@@ -98,4 +101,71 @@ func testDirectMode(t *testing.T, r *rig) {
 	r.waitNoSessions(t, 30*time.Second)
 	r.waitAgentCompleted(t, completed+r.srv.Stats().SessionsStarted-started)
 	t.Logf("real agent, direct mode: %d smux streams × 64 KiB echoed intact in %v over one port session; pgx round trip ok", streams, elapsed.Round(time.Millisecond))
+}
+
+// testDirectModeTargetRefuses: in tunnel.ModeDirect, a connection to an
+// address nothing listens on (in the agent's namespace) fails at its first
+// Read with a *link.ConnectError naming the address, never io.EOF and
+// never a hang, and the port session lives on for the next connection.
+// What the real agent (3.3.0.0) does for a refused stream in mux mode is
+// logged (the ConnectToPortError flag, then the stream's FIN).
+func testDirectModeTargetRefuses(t *testing.T, r *rig) {
+	echo := testenv.EchoServer(t)
+	r.agent.Forward(echo)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := ln.Addr().String() // never forwarded: refused in the agent's namespace
+	ln.Close()
+	started := r.srv.Stats().SessionsStarted
+	completed := r.srv.Stats().AgentTasksCompleted
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	tun, err := tunnel.Open(ctx, tunnel.Config{
+		Mode: tunnel.ModeDirect,
+		SSM:  ssm.Config{AWS: r.srv.AWSConfig(), RootCAs: r.srv.CertPool(), Target: realagent.InstanceID},
+	})
+	if err != nil {
+		t.Fatalf("tunnel.Open (direct): %v", err)
+	}
+	defer tun.Close()
+	c, err := tun.DialContext(ctx, "tcp", closed)
+	if err != nil {
+		t.Fatalf("DialContext: %v", err)
+	}
+	start := time.Now()
+	_ = c.SetReadDeadline(time.Now().Add(30 * time.Second))
+	_, err = c.Read(make([]byte, 1))
+	took := time.Since(start)
+	c.Close()
+	t.Logf("real agent, refused stream: first Read after %v: %v", took.Round(time.Millisecond), err)
+	var ce *link.ConnectError
+	if !errors.As(err, &ce) || ce.Addr != closed || errors.Is(err, io.EOF) {
+		t.Fatalf("first Read of a refused connection = %v (after %v); want a *link.ConnectError for %s, not io.EOF or a deadline\nagent log:\n%s", err, took, closed, tail(r.agent.FileLog()))
+	}
+	// The destination's session was dropped with the refused connection;
+	// another destination works.
+	c2, err := tun.DialContext(ctx, "tcp", echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("after a refusal")
+	if _, err := c2.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(msg))
+	_ = c2.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.ReadFull(c2, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("echo after a refused connection: %q %v", got, err)
+	}
+	c2.Close()
+	if tun.Err() != nil {
+		t.Fatalf("tunnel down after a refused connection: %v", tun.Err())
+	}
+	if err := tun.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	r.waitNoSessions(t, 30*time.Second)
+	r.waitAgentCompleted(t, completed+r.srv.Stats().SessionsStarted-started)
 }

@@ -251,6 +251,9 @@ func (o *tunnelOpts) aliyunTunnelConfig(env *Env, tr *aliyun.Transport) tunnel.C
 	cfg := tunnel.Config{Transport: tr.Link(), Sessions: o.sessions, Logger: o.logger(env)}
 	if o.direct {
 		cfg.Mode = tunnel.ModeDirect
+		// tunnel.Open starts (and ends) one session per destination, so
+		// that wrong keys, instance, region, a full session quota or a
+		// closed port fail here, not at the first client connection.
 		cfg.Direct = tunnel.DirectConfig{Destinations: o.destinations}
 		return cfg
 	}
@@ -278,21 +281,6 @@ func (o *tunnelOpts) openAliyun(ctx context.Context, env *Env) (*tunnel.Tunnel, 
 	if err != nil {
 		return nil, usagef("%v", err)
 	}
-	if o.direct {
-		// The tunnel opens per-connection sessions only when a connection
-		// comes; start (and end) one per destination now, so that wrong
-		// credentials, instance, region or a full session quota fail here
-		// rather than at the first client connection.
-		for _, d := range o.destinations {
-			c, err := tr.Dial(ctx, d)
-			if err != nil {
-				return nil, err
-			}
-			if err := c.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
-				return nil, err
-			}
-		}
-	}
 	cfg := o.aliyunTunnelConfig(env, tr)
 	if !o.tempKey {
 		return tunnel.Open(ctx, cfg)
@@ -301,6 +289,9 @@ func (o *tunnelOpts) openAliyun(ctx context.Context, env *Env) (*tunnel.Tunnel, 
 	err = aliyun.WithTempKey(ctx, acfg, o.sshUser, func(k *aliyun.TempKey) error {
 		c := cfg
 		c.SSH.PrivateKey = k.PrivatePEM
+		// Sessions opened later (more --sessions, replacements) register
+		// the key again before their login when its window has passed.
+		c.Transport = k.Transport(c.Transport)
 		var err error
 		t, err = tunnel.Open(ctx, c)
 		return err
@@ -345,7 +336,12 @@ func diagnoseAliyun(err error, o *tunnelOpts) diagnosis {
 		return diagnosis{step: stepAliyunStart, problem: fmt.Sprintf("the Cloud Assistant agent could not connect to sshd on the instance's port %d: %s", o.bastionPort, stErr.Reason),
 			advice: fmt.Sprintf("check that sshd runs on the instance and listens on port %d (--bastion-port), or use --mode direct", o.bastionPort)}
 	case errors.Is(err, link.ErrConnect) && errors.As(err, &stErr):
-		return diagnosis{step: stepDial, problem: "the instance cannot connect to the address: Cloud Assistant answered " + stErr.Reason,
+		where := "the address"
+		var ce *link.ConnectError
+		if errors.As(err, &ce) && ce.Addr != "" {
+			where = sanitize(ce.Addr)
+		}
+		return diagnosis{step: stepDial, problem: "the instance cannot connect to " + where + ": Cloud Assistant answered " + stErr.Reason,
 			cause: dialCause, advice: dialAdvice}
 	case errors.Is(err, link.ErrConnect):
 		return diagnose(err, o)
