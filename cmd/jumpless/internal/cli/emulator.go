@@ -158,21 +158,11 @@ func runEmulator(ctx context.Context, env *Env, args []string) error {
 	if caPath != "" {
 		lines = append(lines, "JUMPLESS_CA_BUNDLE="+caPath)
 	}
-	envText := strings.Join(lines, "\n") + "\n"
-
-	if o.envFile != "" {
-		if err := writeFileAtomic(o.envFile, []byte(envText), 0o600); err != nil {
-			return fmt.Errorf("--env-file: %w", err)
-		}
-		defer os.Remove(o.envFile)
+	banner, removeEnv, err := o.publishEnv(env, strings.Join(lines, "\n")+"\n")
+	if err != nil {
+		return err
 	}
-	banner := env.Stdout
-	if o.printEnv {
-		banner = env.Stderr
-		if _, err := io.WriteString(env.Stdout, envText); err != nil {
-			return err
-		}
-	}
+	defer removeEnv()
 	fmt.Fprintf(banner, "jumpless emulator listening\n")
 	fmt.Fprintf(banner, "  endpoint:          %s   (--endpoint-url, or AWS_ENDPOINT_URL_SSM)\n", srv.URL())
 	fmt.Fprintf(banner, "  region:            %s\n", srv.Region())
@@ -311,4 +301,27 @@ func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 		return err
 	}
 	return nil
+}
+
+// publishEnv writes envText (the emulator's environment) to --env-file,
+// which the returned remove deletes when the emulator stops, and with
+// --print-env to stdout. It returns where the banner goes: stdout, or
+// stderr when stdout carries the environment.
+func (o *emulatorOpts) publishEnv(env *Env, envText string) (banner io.Writer, remove func(), err error) {
+	remove = func() {}
+	if o.envFile != "" {
+		if err := writeFileAtomic(o.envFile, []byte(envText), 0o600); err != nil {
+			return nil, nil, fmt.Errorf("--env-file: %w", err)
+		}
+		remove = func() { os.Remove(o.envFile) }
+	}
+	banner = env.Stdout
+	if o.printEnv {
+		banner = env.Stderr
+		if _, err := io.WriteString(env.Stdout, envText); err != nil {
+			remove()
+			return nil, nil, err
+		}
+	}
+	return banner, remove, nil
 }

@@ -3,10 +3,8 @@ package cli
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -92,20 +90,11 @@ func runAliyunEmulator(ctx context.Context, env *Env, o *emulatorOpts, s *flagSe
 		"JUMPLESS_ENDPOINT_URL=" + srv.Endpoint(),
 		"JUMPLESS_INSTANCE_ID=" + ids[0],
 	}
-	envText := strings.Join(lines, "\n") + "\n"
-	if o.envFile != "" {
-		if err := writeFileAtomic(o.envFile, []byte(envText), 0o600); err != nil {
-			return fmt.Errorf("--env-file: %w", err)
-		}
-		defer os.Remove(o.envFile)
+	banner, removeEnv, err := o.publishEnv(env, strings.Join(lines, "\n")+"\n")
+	if err != nil {
+		return err
 	}
-	banner := env.Stdout
-	if o.printEnv {
-		banner = env.Stderr
-		if _, err := io.WriteString(env.Stdout, envText); err != nil {
-			return err
-		}
-	}
+	defer removeEnv()
 	fmt.Fprintf(banner, "jumpless emulator (Alibaba Cloud Assistant) listening\n")
 	fmt.Fprintf(banner, "  endpoint:          %s   (--endpoint-url)\n", srv.Endpoint())
 	fmt.Fprintf(banner, "  region:            %s   (--region, or ALIBABA_CLOUD_REGION_ID)\n", srv.Region())
