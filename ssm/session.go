@@ -303,17 +303,21 @@ func (s *Session) failLocked(err error) {
 	}
 	s.err = err
 	close(s.done)
-	s.cancel()
 	if s.conn != nil {
 		if s.closing {
 			// Close is under way: say goodbye and let runConn close the
 			// socket once the peer has (see there), so that no unread
 			// frame turns the close into a reset that drops the goodbye.
+			// The goodbye goes before s.cancel: the cancel wakes
+			// runConn and the writer, which close the socket at once
+			// unless the goodbye has been said (under load they won
+			// that race and the service saw 1006).
 			s.conn.goodbye()
 		} else {
 			s.conn.fail(err)
 		}
 	}
+	s.cancel()
 	if s.holdTimer != nil {
 		s.holdTimer.Stop()
 	}

@@ -214,6 +214,10 @@ func (s *Session) runConn(c *wsConn) error {
 			}
 			if reader {
 				close(readerDone)
+			} else if c.saidBye.Load() && s.ctx.Err() != nil {
+				// The session ended after our close frame: runConn closes
+				// the socket once the peer has (or after goodbyeWait).
+				return
 			} else if c.drain() {
 				// The socket broke under a write, but frames the peer sent
 				// before it went away may still be in the receive buffer
