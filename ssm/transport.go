@@ -785,6 +785,10 @@ func (s *Session) writeBatch(c *wsConn, acksOnly bool) error {
 			_ = c.ws.SetWriteDeadline(now.Add(s.cfg.PingTimeout + time.Second))
 		}
 		if err := c.ws.WriteMessage(websocket.BinaryMessage, frame); err != nil {
+			// Frames written before the failure may be gathered in the
+			// batch: let them go (one of them can be Close's goodbye, after
+			// which gorilla refuses frames with ErrCloseSent).
+			_ = c.bc.release()
 			return err
 		}
 	}
