@@ -33,7 +33,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // ContextDialer opens network connections; *tunnel.Tunnel implements it,
@@ -200,10 +199,16 @@ func ParsePgxPool(d ContextDialer, dsn string) (*pgxpool.Config, error) {
 
 // OpenPostgres is database/sql through pgx's stdlib driver, connecting
 // through d. Like sql.Open it does not connect; the first query does.
+//
+// A statement whose connection fails after it was sent is never run
+// again: it fails with an error matching [ErrStatementInDoubt] (and the
+// connection's error, e.g. tunnel.ErrSessionLost), where pgx's stdlib
+// alone would make database/sql re-run a statement without arguments on a
+// new connection. Connections are [*PgConn].
 func OpenPostgres(d ContextDialer, dsn string) (*sql.DB, error) {
 	cfg, err := ParsePgx(d, dsn)
 	if err != nil {
 		return nil, err
 	}
-	return stdlib.OpenDB(*cfg), nil
+	return sql.OpenDB(pgSQLConnector(cfg)), nil
 }

@@ -1,0 +1,202 @@
+package tunnel_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/jumpless/jumpless/dialer"
+	"github.com/jumpless/jumpless/internal/testenv"
+	"github.com/jumpless/jumpless/ssm/ssmtest"
+	"github.com/jumpless/jumpless/tunnel"
+)
+
+// TestSessionLostMidStatementNeverRunsTwice guards against silent double
+// execution and hidden failures when a session ends (Config.Replace) while
+// an INSERT runs on it: the INSERT sleeps on the server (pg_sleep / SLEEP in
+// its SELECT), the session is ended while it sleeps, and the table then
+// holds exactly what the caller was told: a success means one row; a
+// failure means zero or one row (the server may finish a statement whose
+// client is gone: inherent, documented), never two. Before dialer's
+// ErrStatementInDoubt, pgx's stdlib turned the lost connection of an INSERT
+// without arguments into driver.ErrBadConn and database/sql ran it again
+// on the replacement session: two rows, and success reported.
+func TestSessionLostMidStatementNeverRunsTwice(t *testing.T) {
+	type client struct {
+		name  string
+		mysql bool
+		// insert runs one INSERT of table through tun and returns its error.
+		insert func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table string, params bool, running chan<- struct{}) error
+	}
+	viaSQL := func(db *sql.DB, q string, args []any, running chan<- struct{}) error {
+		db.SetMaxOpenConns(2)
+		if err := db.Ping(); err != nil {
+			return fmt.Errorf("ping: %w", err)
+		}
+		close(running)
+		_, err := db.Exec(q, args...)
+		return err
+	}
+	clients := []client{
+		{name: "pgx-stdlib", insert: func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table string, params bool, running chan<- struct{}) error {
+			db, err := dialer.OpenPostgres(tun, testenv.PostgresDSN(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if params {
+				return viaSQL(db, "INSERT INTO "+table+" SELECT $1::int FROM pg_sleep(1)", []any{1}, running)
+			}
+			return viaSQL(db, "INSERT INTO "+table+" SELECT 1 FROM pg_sleep(1)", nil, running)
+		}},
+		{name: "pgxpool", insert: func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table string, params bool, running chan<- struct{}) error {
+			cfg, err := dialer.ParsePgxPool(tun, testenv.PostgresDSN(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			pool, err := pgxpool.NewWithConfig(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer pool.Close()
+			if err := pool.Ping(ctx); err != nil {
+				return fmt.Errorf("ping: %w", err)
+			}
+			close(running)
+			if params {
+				_, err = pool.Exec(ctx, "INSERT INTO "+table+" SELECT $1::int FROM pg_sleep(1)", 1)
+			} else {
+				_, err = pool.Exec(ctx, "INSERT INTO "+table+" SELECT 1 FROM pg_sleep(1)")
+			}
+			return err
+		}},
+		{name: "mysql", mysql: true, insert: func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table string, params bool, running chan<- struct{}) error {
+			db, err := dialer.OpenMySQL(tun, testenv.MySQLDSN(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if params {
+				return viaSQL(db, "INSERT INTO "+table+" SELECT ? FROM (SELECT SLEEP(1)) s", []any{1}, running)
+			}
+			return viaSQL(db, "INSERT INTO "+table+" SELECT 1 FROM (SELECT SLEEP(1)) s", nil, running)
+		}},
+	}
+	for _, mode := range []tunnel.Mode{tunnel.ModeSSH, tunnel.ModeDirect} {
+		for _, c := range clients {
+			for _, params := range []bool{false, true} {
+				name := mode.String() + "/" + c.name + "/without-params"
+				if params {
+					name = mode.String() + "/" + c.name + "/with-params"
+				}
+				t.Run(name, func(t *testing.T) {
+					testSessionLostMidStatement(t, mode, c.mysql, params, c.insert)
+				})
+			}
+		}
+	}
+}
+
+func testSessionLostMidStatement(t *testing.T, mode tunnel.Mode, mysql, params bool,
+	insert func(*testing.T, context.Context, *tunnel.Tunnel, string, bool, chan<- struct{}) error) {
+	// The direct connection that checks the table (not through the tunnel).
+	var local *sql.DB
+	if mysql {
+		db, err := sql.Open("mysql", testenv.MySQLDSN(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		local = db
+	} else {
+		local = stdlib.OpenDB(*mustParsePgx(t))
+	}
+	defer local.Close()
+	table := fmt.Sprintf("indoubt_%d", time.Now().UnixNano())
+	if _, err := local.Exec("CREATE TABLE " + table + " (v int)"); err != nil {
+		t.Fatal(err)
+	}
+	defer local.Exec("DROP TABLE " + table)
+
+	verifyNoLeaks(t)
+	var (
+		srv *ssmtest.Server
+		cfg tunnel.Config
+	)
+	if mode == tunnel.ModeSSH {
+		sshd := testenv.StartSSHD(t)
+		srv = newEmulator(t, sshd.Addr)
+		cfg = ssmConfig(srv, sshd)
+	} else {
+		srv = directEmulator(t, ssmtest.Config{})
+		cfg = directTunnelConfig(srv)
+	}
+	cfg.Replace = tunnel.ReplaceConfig{Enabled: true, Backoff: 50 * time.Millisecond}
+	cfg.SSM.CloseTimeout = 2 * time.Second
+	tun := open(t, cfg)
+	defer tun.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	running := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- insert(t, ctx, tun, table, params, running) }()
+	<-running
+	// End the session once the INSERT sleeps on the server.
+	activity := "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO " + table + "%' AND state = 'active'"
+	if mysql {
+		activity = "SELECT count(*) FROM information_schema.processlist WHERE info LIKE 'INSERT INTO " + table + "%'"
+	}
+	runningNow := func() int {
+		var n int
+		if err := local.QueryRow(activity).Scan(&n); err != nil {
+			t.Fatalf("activity: %v", err)
+		}
+		return n
+	}
+	waitUntil(t, 10*time.Second, "the INSERT running on the server", func() bool { return runningNow() == 1 })
+	srv.CloseChannel(tun.Stats().SessionIDs[0], ssmtest.MaxDurationOutput)
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the INSERT did not return within 30s of its session's end")
+	}
+	// Let the server finish whatever it still runs (a retry included).
+	waitUntil(t, 10*time.Second, "the server done with the INSERT", func() bool { return runningNow() == 0 })
+	var rows int
+	if err := local.QueryRow("SELECT count(*) FROM " + table).Scan(&rows); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("caller told: %v; rows: %d", err, rows)
+	switch {
+	case rows > 1:
+		t.Fatalf("%d rows after one INSERT (caller told %v): the statement ran twice", rows, err)
+	case err == nil && rows != 1:
+		t.Fatalf("INSERT reported success but the table has %d rows", rows)
+	case err != nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)):
+		t.Fatalf("INSERT failed with %v; want a loud error, never EOF", err)
+	}
+	if err == nil {
+		// The statement cannot have succeeded on the session that
+		// ended: a success here is a re-run on another one (rows == 1
+		// only because the server did not finish the first).
+		t.Fatalf("INSERT reported success although its session ended while it ran (rows %d): a driver retry", rows)
+	}
+}
+
+func mustParsePgx(t *testing.T) *pgx.ConnConfig {
+	t.Helper()
+	cfg, err := pgx.ParseConfig(testenv.PostgresDSN(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
