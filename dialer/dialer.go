@@ -18,6 +18,16 @@
 // PostgreSQL query cancellation (cancelling a query's context) works
 // through the tunnel: pgx dials the cancel request with the same DialFunc.
 //
+// A statement whose connection is lost after it was sent (a tunnel session
+// that ends, see tunnel's Config.Replace) may have run on the server; it is
+// reported as failed and never run again by a driver retry: [OpenPostgres]
+// returns [ErrStatementInDoubt] where pgx's stdlib alone would make
+// database/sql re-run a statement without arguments. With pgx or pgxpool
+// directly, such a statement fails with "conn closed" (pgconn.ErrConnClosed)
+// and pgconn.SafeToRetry reports true: do not retry non-idempotent
+// statements on that basis. go-sql-driver/mysql retries only when nothing
+// was written.
+//
 // MySQL connections use the protocol's compression by default (see [MySQL]
 // for why, and [WithoutCompression] to turn it off).
 package dialer
