@@ -32,32 +32,34 @@ import (
 func TestSessionLostMidStatementNeverRunsTwice(t *testing.T) {
 	type client struct {
 		name  string
+		sql   bool // through database/sql (whose pool retries ErrBadConn)
 		mysql bool
 		// insert runs one INSERT of table through tun and returns its error.
-		insert func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table string, params bool, running chan<- struct{}) error
+		insert func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table string, params bool, pinged chan<- struct{}, proceed <-chan struct{}) error
 	}
-	viaSQL := func(db *sql.DB, q string, args []any, running chan<- struct{}) error {
+	viaSQL := func(db *sql.DB, q string, args []any, pinged chan<- struct{}, proceed <-chan struct{}) error {
 		db.SetMaxOpenConns(2)
 		if err := db.Ping(); err != nil {
 			return fmt.Errorf("ping: %w", err)
 		}
-		close(running)
+		close(pinged)
+		<-proceed
 		_, err := db.Exec(q, args...)
 		return err
 	}
 	clients := []client{
-		{name: "pgx-stdlib", insert: func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table string, params bool, running chan<- struct{}) error {
+		{name: "pgx-stdlib", sql: true, insert: func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table string, params bool, pinged chan<- struct{}, proceed <-chan struct{}) error {
 			db, err := dialer.OpenPostgres(tun, testenv.PostgresDSN(t))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer db.Close()
 			if params {
-				return viaSQL(db, "INSERT INTO "+table+" SELECT $1::int FROM pg_sleep(1)", []any{1}, running)
+				return viaSQL(db, "INSERT INTO "+table+" SELECT $1::int FROM pg_sleep(1)", []any{1}, pinged, proceed)
 			}
-			return viaSQL(db, "INSERT INTO "+table+" SELECT 1 FROM pg_sleep(1)", nil, running)
+			return viaSQL(db, "INSERT INTO "+table+" SELECT 1 FROM pg_sleep(1)", nil, pinged, proceed)
 		}},
-		{name: "pgxpool", insert: func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table string, params bool, running chan<- struct{}) error {
+		{name: "pgxpool", insert: func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table string, params bool, pinged chan<- struct{}, proceed <-chan struct{}) error {
 			cfg, err := dialer.ParsePgxPool(tun, testenv.PostgresDSN(t))
 			if err != nil {
 				t.Fatal(err)
@@ -70,7 +72,8 @@ func TestSessionLostMidStatementNeverRunsTwice(t *testing.T) {
 			if err := pool.Ping(ctx); err != nil {
 				return fmt.Errorf("ping: %w", err)
 			}
-			close(running)
+			close(pinged)
+			<-proceed
 			if params {
 				_, err = pool.Exec(ctx, "INSERT INTO "+table+" SELECT $1::int FROM pg_sleep(1)", 1)
 			} else {
@@ -78,35 +81,47 @@ func TestSessionLostMidStatementNeverRunsTwice(t *testing.T) {
 			}
 			return err
 		}},
-		{name: "mysql", mysql: true, insert: func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table string, params bool, running chan<- struct{}) error {
+		{name: "mysql", sql: true, mysql: true, insert: func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table string, params bool, pinged chan<- struct{}, proceed <-chan struct{}) error {
 			db, err := dialer.OpenMySQL(tun, testenv.MySQLDSN(t))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer db.Close()
 			if params {
-				return viaSQL(db, "INSERT INTO "+table+" SELECT ? FROM (SELECT SLEEP(1)) s", []any{1}, running)
+				return viaSQL(db, "INSERT INTO "+table+" SELECT ? FROM (SELECT SLEEP(1)) s", []any{1}, pinged, proceed)
 			}
-			return viaSQL(db, "INSERT INTO "+table+" SELECT 1 FROM (SELECT SLEEP(1)) s", nil, running)
+			return viaSQL(db, "INSERT INTO "+table+" SELECT 1 FROM (SELECT SLEEP(1)) s", nil, pinged, proceed)
 		}},
 	}
 	for _, mode := range []tunnel.Mode{tunnel.ModeSSH, tunnel.ModeDirect} {
 		for _, c := range clients {
 			for _, params := range []bool{false, true} {
-				name := mode.String() + "/" + c.name + "/without-params"
-				if params {
-					name = mode.String() + "/" + c.name + "/with-params"
+				for _, running := range []bool{true, false} {
+					name := mode.String() + "/" + c.name
+					if params {
+						name += "/with-params"
+					} else {
+						name += "/without-params"
+					}
+					if running {
+						name += "/lost-while-running"
+					} else {
+						name += "/lost-before-sent"
+					}
+					t.Run(name, func(t *testing.T) {
+						testSessionLostMidStatement(t, mode, c.sql, c.mysql, params, running, c.insert)
+					})
 				}
-				t.Run(name, func(t *testing.T) {
-					testSessionLostMidStatement(t, mode, c.mysql, params, c.insert)
-				})
 			}
 		}
 	}
 }
 
-func testSessionLostMidStatement(t *testing.T, mode tunnel.Mode, mysql, params bool,
-	insert func(*testing.T, context.Context, *tunnel.Tunnel, string, bool, chan<- struct{}) error) {
+// testSessionLostMidStatement runs one INSERT whose session ends while it
+// runs on the server (running) or while its connection sits idle in the
+// pool just before the INSERT is sent (!running).
+func testSessionLostMidStatement(t *testing.T, mode tunnel.Mode, viaSQL, mysql, params, running bool,
+	insert func(*testing.T, context.Context, *tunnel.Tunnel, string, bool, chan<- struct{}, <-chan struct{}) error) {
 	// The direct connection that checks the table (not through the tunnel).
 	var local *sql.DB
 	if mysql {
@@ -145,11 +160,14 @@ func testSessionLostMidStatement(t *testing.T, mode tunnel.Mode, mysql, params b
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	running := make(chan struct{})
+	pinged, proceed := make(chan struct{}), make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- insert(t, ctx, tun, table, params, running) }()
-	<-running
-	// End the session once the INSERT sleeps on the server.
+	go func() { done <- insert(t, ctx, tun, table, params, pinged, proceed) }()
+	select {
+	case <-pinged:
+	case err := <-done:
+		t.Fatalf("before the INSERT: %v", err)
+	}
 	activity := "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO " + table + "%' AND state = 'active'"
 	if mysql {
 		activity = "SELECT count(*) FROM information_schema.processlist WHERE info LIKE 'INSERT INTO " + table + "%'"
@@ -161,8 +179,19 @@ func testSessionLostMidStatement(t *testing.T, mode tunnel.Mode, mysql, params b
 		}
 		return n
 	}
-	waitUntil(t, 10*time.Second, "the INSERT running on the server", func() bool { return runningNow() == 1 })
-	srv.CloseChannel(tun.Stats().SessionIDs[0], ssmtest.MaxDurationOutput)
+	lost := tun.Stats().SessionIDs[0]
+	if running {
+		// End the session once the INSERT sleeps on the server.
+		close(proceed)
+		waitUntil(t, 10*time.Second, "the INSERT running on the server", func() bool { return runningNow() == 1 })
+		srv.CloseChannel(lost, ssmtest.MaxDurationOutput)
+	} else {
+		// End the session under the idle connection, wait for the
+		// replacement, then send the INSERT on the dead connection.
+		srv.CloseChannel(lost, ssmtest.MaxDurationOutput)
+		waitUntil(t, 20*time.Second, "the replacement session", func() bool { return tun.Stats().Replacements == 1 })
+		close(proceed)
+	}
 	var err error
 	select {
 	case err = <-done:
@@ -184,11 +213,24 @@ func testSessionLostMidStatement(t *testing.T, mode tunnel.Mode, mysql, params b
 	case err != nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)):
 		t.Fatalf("INSERT failed with %v; want a loud error, never EOF", err)
 	}
-	if err == nil {
+	switch {
+	case running && err == nil:
 		// The statement cannot have succeeded on the session that
 		// ended: a success here is a re-run on another one (rows == 1
 		// only because the server did not finish the first).
 		t.Fatalf("INSERT reported success although its session ended while it ran (rows %d): a driver retry", rows)
+	case running && viaSQL && !mysql && !errors.Is(err, tunnel.ErrSessionLost):
+		t.Fatalf("INSERT on the ended session: %v; want ErrSessionLost (dialer restores it)", err)
+	case running && viaSQL && !mysql && !params && !errors.Is(err, dialer.ErrStatementInDoubt):
+		t.Fatalf("INSERT on the ended session: %v; want dialer.ErrStatementInDoubt", err)
+	case !running && err != nil && rows != 0:
+		t.Fatalf("INSERT never sent failed with %v but the table has %d rows", err, rows)
+	case !running && viaSQL && err != nil:
+		// Nothing of it was written: database/sql must take a new
+		// connection (on the replacement) and run it once.
+		t.Fatalf("INSERT on a dead idle connection: %v; want database/sql to run it on a new connection", err)
+	case !running && err != nil && !errors.Is(err, tunnel.ErrSessionLost):
+		t.Fatalf("INSERT on a dead idle connection: %v; want ErrSessionLost", err)
 	}
 }
 
