@@ -35,7 +35,7 @@ func TestSessionLostMidStatementNeverRunsTwice(t *testing.T) {
 		sql   bool // through database/sql (whose pool retries ErrBadConn)
 		mysql bool
 		// insert runs one INSERT of table through tun and returns its error.
-		insert func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table string, params bool, pinged chan<- struct{}, proceed <-chan struct{}) error
+		insert func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table, kind string, pinged chan<- struct{}, proceed <-chan struct{}) error
 	}
 	viaSQL := func(db *sql.DB, q string, args []any, pinged chan<- struct{}, proceed <-chan struct{}) error {
 		db.SetMaxOpenConns(2)
@@ -48,18 +48,21 @@ func TestSessionLostMidStatementNeverRunsTwice(t *testing.T) {
 		return err
 	}
 	clients := []client{
-		{name: "pgx-stdlib", sql: true, insert: func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table string, params bool, pinged chan<- struct{}, proceed <-chan struct{}) error {
+		{name: "pgx-stdlib", sql: true, insert: func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table, kind string, pinged chan<- struct{}, proceed <-chan struct{}) error {
 			db, err := dialer.OpenPostgres(tun, testenv.PostgresDSN(t))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer db.Close()
-			if params {
+			switch kind {
+			case withParams:
 				return viaSQL(db, "INSERT INTO "+table+" SELECT $1::int FROM pg_sleep(1)", []any{1}, pinged, proceed)
+			case script:
+				return viaSQL(db, scriptSQL(table), nil, pinged, proceed)
 			}
 			return viaSQL(db, "INSERT INTO "+table+" SELECT 1 FROM pg_sleep(1)", nil, pinged, proceed)
 		}},
-		{name: "pgxpool", insert: func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table string, params bool, pinged chan<- struct{}, proceed <-chan struct{}) error {
+		{name: "pgxpool", insert: func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table, kind string, pinged chan<- struct{}, proceed <-chan struct{}) error {
 			cfg, err := dialer.ParsePgxPool(tun, testenv.PostgresDSN(t))
 			if err != nil {
 				t.Fatal(err)
@@ -74,20 +77,23 @@ func TestSessionLostMidStatementNeverRunsTwice(t *testing.T) {
 			}
 			close(pinged)
 			<-proceed
-			if params {
+			switch kind {
+			case withParams:
 				_, err = pool.Exec(ctx, "INSERT INTO "+table+" SELECT $1::int FROM pg_sleep(1)", 1)
-			} else {
+			case script:
+				_, err = pool.Exec(ctx, scriptSQL(table))
+			default:
 				_, err = pool.Exec(ctx, "INSERT INTO "+table+" SELECT 1 FROM pg_sleep(1)")
 			}
 			return err
 		}},
-		{name: "mysql", sql: true, mysql: true, insert: func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table string, params bool, pinged chan<- struct{}, proceed <-chan struct{}) error {
+		{name: "mysql", sql: true, mysql: true, insert: func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table, kind string, pinged chan<- struct{}, proceed <-chan struct{}) error {
 			db, err := dialer.OpenMySQL(tun, testenv.MySQLDSN(t))
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer db.Close()
-			if params {
+			if kind == withParams {
 				return viaSQL(db, "INSERT INTO "+table+" SELECT ? FROM (SELECT SLEEP(1)) s", []any{1}, pinged, proceed)
 			}
 			return viaSQL(db, "INSERT INTO "+table+" SELECT 1 FROM (SELECT SLEEP(1)) s", nil, pinged, proceed)
@@ -95,21 +101,19 @@ func TestSessionLostMidStatementNeverRunsTwice(t *testing.T) {
 	}
 	for _, mode := range []tunnel.Mode{tunnel.ModeSSH, tunnel.ModeDirect} {
 		for _, c := range clients {
-			for _, params := range []bool{false, true} {
+			for _, kind := range []string{withoutParams, withParams, script} {
+				if kind == script && c.mysql {
+					continue // multiStatements is off by default
+				}
 				for _, running := range []bool{true, false} {
-					name := mode.String() + "/" + c.name
-					if params {
-						name += "/with-params"
-					} else {
-						name += "/without-params"
-					}
+					name := mode.String() + "/" + c.name + "/" + kind
 					if running {
 						name += "/lost-while-running"
 					} else {
 						name += "/lost-before-sent"
 					}
 					t.Run(name, func(t *testing.T) {
-						testSessionLostMidStatement(t, mode, c.sql, c.mysql, params, running, c.insert)
+						testSessionLostMidStatement(t, mode, kind, c.sql, c.mysql, running, c.insert)
 					})
 				}
 			}
@@ -120,8 +124,8 @@ func TestSessionLostMidStatementNeverRunsTwice(t *testing.T) {
 // testSessionLostMidStatement runs one INSERT whose session ends while it
 // runs on the server (running) or while its connection sits idle in the
 // pool just before the INSERT is sent (!running).
-func testSessionLostMidStatement(t *testing.T, mode tunnel.Mode, viaSQL, mysql, params, running bool,
-	insert func(*testing.T, context.Context, *tunnel.Tunnel, string, bool, chan<- struct{}, <-chan struct{}) error) {
+func testSessionLostMidStatement(t *testing.T, mode tunnel.Mode, kind string, viaSQL, mysql, running bool,
+	insert func(*testing.T, context.Context, *tunnel.Tunnel, string, string, chan<- struct{}, <-chan struct{}) error) {
 	// The direct connection that checks the table (not through the tunnel).
 	var local *sql.DB
 	if mysql {
@@ -162,13 +166,13 @@ func testSessionLostMidStatement(t *testing.T, mode tunnel.Mode, viaSQL, mysql, 
 
 	pinged, proceed := make(chan struct{}), make(chan struct{})
 	done := make(chan error, 1)
-	go func() { done <- insert(t, ctx, tun, table, params, pinged, proceed) }()
+	go func() { done <- insert(t, ctx, tun, table, kind, pinged, proceed) }()
 	select {
 	case <-pinged:
 	case err := <-done:
 		t.Fatalf("before the INSERT: %v", err)
 	}
-	activity := "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO " + table + "%' AND state = 'active'"
+	activity := "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%INSERT INTO " + table + " %' AND state = 'active' AND pid <> pg_backend_pid()"
 	if mysql {
 		activity = "SELECT count(*) FROM information_schema.processlist WHERE info LIKE 'INSERT INTO " + table + "%'"
 	}
@@ -184,6 +188,9 @@ func testSessionLostMidStatement(t *testing.T, mode tunnel.Mode, viaSQL, mysql, 
 		// End the session once the INSERT sleeps on the server.
 		close(proceed)
 		waitUntil(t, 10*time.Second, "the INSERT running on the server", func() bool { return runningNow() == 1 })
+		if kind == script {
+			waitUntil(t, 10*time.Second, "the script's INSERT committed", func() bool { return count(t, local, table) == 1 })
+		}
 		srv.CloseChannel(lost, ssmtest.MaxDurationOutput)
 	} else {
 		// End the session under the idle connection, wait for the
@@ -200,10 +207,7 @@ func testSessionLostMidStatement(t *testing.T, mode tunnel.Mode, viaSQL, mysql, 
 	}
 	// Let the server finish whatever it still runs (a retry included).
 	waitUntil(t, 10*time.Second, "the server done with the INSERT", func() bool { return runningNow() == 0 })
-	var rows int
-	if err := local.QueryRow("SELECT count(*) FROM " + table).Scan(&rows); err != nil {
-		t.Fatal(err)
-	}
+	rows := count(t, local, table)
 	t.Logf("caller told: %v; rows: %d", err, rows)
 	switch {
 	case rows > 1:
@@ -221,7 +225,7 @@ func testSessionLostMidStatement(t *testing.T, mode tunnel.Mode, viaSQL, mysql, 
 		t.Fatalf("INSERT reported success although its session ended while it ran (rows %d): a driver retry", rows)
 	case running && viaSQL && !mysql && !errors.Is(err, tunnel.ErrSessionLost):
 		t.Fatalf("INSERT on the ended session: %v; want ErrSessionLost (dialer restores it)", err)
-	case running && viaSQL && !mysql && !params && !errors.Is(err, dialer.ErrStatementInDoubt):
+	case running && viaSQL && !mysql && kind != withParams && !errors.Is(err, dialer.ErrStatementInDoubt):
 		t.Fatalf("INSERT on the ended session: %v; want dialer.ErrStatementInDoubt", err)
 	case !running && err != nil && rows != 0:
 		t.Fatalf("INSERT never sent failed with %v but the table has %d rows", err, rows)
@@ -232,6 +236,29 @@ func testSessionLostMidStatement(t *testing.T, mode tunnel.Mode, viaSQL, mysql, 
 	case !running && err != nil && !errors.Is(err, tunnel.ErrSessionLost):
 		t.Fatalf("INSERT on a dead idle connection: %v; want ErrSessionLost", err)
 	}
+}
+
+// The statements each subtest runs.
+const (
+	withoutParams = "insert-without-params"
+	withParams    = "insert-with-params"
+	script        = "script" // commits its INSERT, then sleeps: a re-run is a second row
+)
+
+// scriptSQL is an ETL-style script of several statements (simple protocol,
+// no parameters) that commits an INSERT and goes on working.
+func scriptSQL(table string) string {
+	return "BEGIN; INSERT INTO " + table + " SELECT 1; COMMIT; SELECT pg_sleep(1)"
+}
+
+// count returns the rows of table, read without the tunnel.
+func count(t *testing.T, db *sql.DB, table string) int {
+	t.Helper()
+	var n int
+	if err := db.QueryRow("SELECT count(*) FROM " + table).Scan(&n); err != nil {
+		t.Fatalf("count: %v", err)
+	}
+	return n
 }
 
 func mustParsePgx(t *testing.T) *pgx.ConnConfig {
