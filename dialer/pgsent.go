@@ -83,7 +83,10 @@ func (c *sentConn) failure() error {
 // sentKey carries a *sentSlot from pgConnector.Connect to the DialFunc.
 type sentKey struct{}
 
-type sentSlot struct{ conn *sentConn }
+type sentSlot struct {
+	mu   sync.Mutex
+	conn *sentConn
+}
 
 // sentDial wraps dial so that a connection dialed for pgConnector.Connect
 // is counted; other dials (pgx's cancel requests) pass unchanged.
@@ -95,7 +98,9 @@ func sentDial(dial func(ctx context.Context, network, addr string) (net.Conn, er
 			return c, err
 		}
 		sc := &sentConn{Conn: c}
+		slot.mu.Lock()
 		slot.conn = sc // the last dial of a Connect is the one pgx keeps
+		slot.mu.Unlock()
 		return sc, nil
 	}
 }
@@ -113,11 +118,14 @@ func (c pgConnector) Connect(ctx context.Context) (driver.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	slot.mu.Lock()
+	nc := slot.conn
+	slot.mu.Unlock()
 	sc, ok := dc.(*stdlib.Conn)
-	if !ok || slot.conn == nil {
+	if !ok || nc == nil {
 		return dc, nil
 	}
-	return &PgConn{Conn: sc, net: slot.conn}, nil
+	return &PgConn{Conn: sc, net: nc}, nil
 }
 
 // PgConn is the driver connection of [OpenPostgres]'s database/sql pool:
