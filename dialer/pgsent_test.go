@@ -2,10 +2,13 @@ package dialer_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"net"
 	"sync"
 	"testing"
+
+	"github.com/jackc/pgx/v5/stdlib"
 
 	"github.com/jumpless/jumpless/dialer"
 	"github.com/jumpless/jumpless/internal/testenv"
@@ -91,5 +94,46 @@ func TestOpenPostgresRetryOfUnsentStatementLost(t *testing.T) {
 	}
 	if errors.Is(err, dialer.ErrStatementInDoubt) {
 		t.Fatal("unsent statement reported in doubt")
+	}
+}
+
+// BenchmarkOpenPostgresInDoubtGuard measures what the ErrStatementInDoubt
+// guard (a byte counter on the net.Conn, a wrapper on the driver conn)
+// costs per statement: stdlib.OpenDB and dialer.OpenPostgres over the same
+// dialer, one "SELECT 1" round trip per op to the local PostgreSQL. Compare
+// the two sub-benchmarks of one run.
+func BenchmarkOpenPostgresInDoubtGuard(b *testing.B) {
+	dsn := testenv.PostgresDSN(b)
+	open := map[string]func() *sql.DB{
+		"stdlib": func() *sql.DB {
+			cfg, err := dialer.ParsePgx(&killDialer{}, dsn)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return stdlib.OpenDB(*cfg)
+		},
+		"dialer": func() *sql.DB {
+			db, err := dialer.OpenPostgres(&killDialer{}, dsn)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return db
+		},
+	}
+	for _, name := range []string{"stdlib", "dialer", "stdlib", "dialer"} {
+		b.Run(name, func(b *testing.B) {
+			db := open[name]()
+			defer db.Close()
+			db.SetMaxOpenConns(1)
+			var one int
+			for b.Loop() {
+				if err := db.QueryRow("SELECT 1").Scan(&one); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := db.Exec("SELECT 1"); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
