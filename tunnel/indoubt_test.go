@@ -31,9 +31,13 @@ import (
 // on the replacement session: two rows, and success reported.
 func TestSessionLostMidStatementNeverRunsTwice(t *testing.T) {
 	type client struct {
-		name  string
-		sql   bool // through database/sql (whose pool retries ErrBadConn)
-		mysql bool
+		name string
+		sql  bool // through database/sql (whose pool retries ErrBadConn)
+		// simple: a statement without arguments goes by pgx's simple
+		// protocol, whose lost connection pgx's stdlib calls ErrBadConn
+		// (dialer makes it ErrStatementInDoubt).
+		simple bool
+		mysql  bool
 		// insert runs one INSERT of table through tun and returns its error.
 		insert func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table, kind string, pinged chan<- struct{}, proceed <-chan struct{}) error
 	}
@@ -48,7 +52,7 @@ func TestSessionLostMidStatementNeverRunsTwice(t *testing.T) {
 		return err
 	}
 	clients := []client{
-		{name: "pgx-stdlib", sql: true, insert: func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table, kind string, pinged chan<- struct{}, proceed <-chan struct{}) error {
+		{name: "pgx-stdlib", sql: true, simple: true, insert: func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table, kind string, pinged chan<- struct{}, proceed <-chan struct{}) error {
 			db, err := dialer.OpenPostgres(tun, testenv.PostgresDSN(t))
 			if err != nil {
 				t.Fatal(err)
@@ -61,6 +65,30 @@ func TestSessionLostMidStatementNeverRunsTwice(t *testing.T) {
 				return viaSQL(db, scriptSQL(table), nil, pinged, proceed)
 			}
 			return viaSQL(db, "INSERT INTO "+table+" SELECT 1 FROM pg_sleep(1)", nil, pinged, proceed)
+		}},
+		{name: "pgx-stdlib-prepared", sql: true, insert: func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table, kind string, pinged chan<- struct{}, proceed <-chan struct{}) error {
+			db, err := dialer.OpenPostgres(tun, testenv.PostgresDSN(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			db.SetMaxOpenConns(2)
+			q, args := "INSERT INTO "+table+" SELECT 1 FROM pg_sleep(1)", []any(nil)
+			switch kind {
+			case withParams:
+				q, args = "INSERT INTO "+table+" SELECT $1::int FROM pg_sleep(1)", []any{1}
+			case script:
+				q = scriptSQL(table)
+			}
+			st, err := db.PrepareContext(ctx, q)
+			if err != nil {
+				return fmt.Errorf("prepare: %w", err)
+			}
+			defer st.Close()
+			close(pinged)
+			<-proceed
+			_, err = st.ExecContext(ctx, args...)
+			return err
 		}},
 		{name: "pgxpool", insert: func(t *testing.T, ctx context.Context, tun *tunnel.Tunnel, table, kind string, pinged chan<- struct{}, proceed <-chan struct{}) error {
 			cfg, err := dialer.ParsePgxPool(tun, testenv.PostgresDSN(t))
@@ -102,8 +130,8 @@ func TestSessionLostMidStatementNeverRunsTwice(t *testing.T) {
 	for _, mode := range []tunnel.Mode{tunnel.ModeSSH, tunnel.ModeDirect} {
 		for _, c := range clients {
 			for _, kind := range []string{withoutParams, withParams, script} {
-				if kind == script && c.mysql {
-					continue // multiStatements is off by default
+				if kind == script && (c.mysql || c.name == "pgx-stdlib-prepared") {
+					continue // multiStatements is off by default; PostgreSQL prepares one statement
 				}
 				for _, running := range []bool{true, false} {
 					name := mode.String() + "/" + c.name + "/" + kind
@@ -113,7 +141,7 @@ func TestSessionLostMidStatementNeverRunsTwice(t *testing.T) {
 						name += "/lost-before-sent"
 					}
 					t.Run(name, func(t *testing.T) {
-						testSessionLostMidStatement(t, mode, kind, c.sql, c.mysql, running, c.insert)
+						testSessionLostMidStatement(t, mode, kind, c.sql, c.simple, c.mysql, running, c.insert)
 					})
 				}
 			}
@@ -124,7 +152,7 @@ func TestSessionLostMidStatementNeverRunsTwice(t *testing.T) {
 // testSessionLostMidStatement runs one INSERT whose session ends while it
 // runs on the server (running) or while its connection sits idle in the
 // pool just before the INSERT is sent (!running).
-func testSessionLostMidStatement(t *testing.T, mode tunnel.Mode, kind string, viaSQL, mysql, running bool,
+func testSessionLostMidStatement(t *testing.T, mode tunnel.Mode, kind string, viaSQL, simple, mysql, running bool,
 	insert func(*testing.T, context.Context, *tunnel.Tunnel, string, string, chan<- struct{}, <-chan struct{}) error) {
 	// The direct connection that checks the table (not through the tunnel).
 	var local *sql.DB
@@ -225,7 +253,7 @@ func testSessionLostMidStatement(t *testing.T, mode tunnel.Mode, kind string, vi
 		t.Fatalf("INSERT reported success although its session ended while it ran (rows %d): a driver retry", rows)
 	case running && viaSQL && !mysql && !errors.Is(err, tunnel.ErrSessionLost):
 		t.Fatalf("INSERT on the ended session: %v; want ErrSessionLost (dialer restores it)", err)
-	case running && viaSQL && !mysql && kind != withParams && !errors.Is(err, dialer.ErrStatementInDoubt):
+	case running && simple && kind != withParams && !errors.Is(err, dialer.ErrStatementInDoubt):
 		t.Fatalf("INSERT on the ended session: %v; want dialer.ErrStatementInDoubt", err)
 	case !running && err != nil && rows != 0:
 		t.Fatalf("INSERT never sent failed with %v but the table has %d rows", err, rows)
