@@ -26,7 +26,9 @@
 // directly, such a statement fails with "conn closed" (pgconn.ErrConnClosed)
 // and pgconn.SafeToRetry reports true: do not retry non-idempotent
 // statements on that basis. go-sql-driver/mysql retries only when nothing
-// was written.
+// was written; it reports a connection lost later as mysql.ErrInvalidConn
+// ("invalid connection", the cause goes to its logger), which may also
+// have run.
 //
 // MySQL connections use the protocol's compression by default (see [MySQL]
 // for why, and [WithoutCompression] to turn it off).
