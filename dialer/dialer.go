@@ -18,6 +18,18 @@
 // PostgreSQL query cancellation (cancelling a query's context) works
 // through the tunnel: pgx dials the cancel request with the same DialFunc.
 //
+// A statement whose connection is lost after it was sent (a tunnel session
+// that ends, see tunnel's Config.Replace) may have run on the server; it is
+// reported as failed and never run again by a driver retry: [OpenPostgres]
+// returns [ErrStatementInDoubt] where pgx's stdlib alone would make
+// database/sql re-run a statement without arguments. With pgx or pgxpool
+// directly, such a statement fails with "conn closed" (pgconn.ErrConnClosed)
+// and pgconn.SafeToRetry reports true: do not retry non-idempotent
+// statements on that basis. go-sql-driver/mysql retries only when nothing
+// was written; it reports a connection lost later as mysql.ErrInvalidConn
+// ("invalid connection", the cause goes to its logger), which may also
+// have run.
+//
 // MySQL connections use the protocol's compression by default (see [MySQL]
 // for why, and [WithoutCompression] to turn it off).
 package dialer
@@ -33,7 +45,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // ContextDialer opens network connections; *tunnel.Tunnel implements it,
@@ -200,10 +211,16 @@ func ParsePgxPool(d ContextDialer, dsn string) (*pgxpool.Config, error) {
 
 // OpenPostgres is database/sql through pgx's stdlib driver, connecting
 // through d. Like sql.Open it does not connect; the first query does.
+//
+// A statement whose connection fails after it was sent is never run
+// again: it fails with an error matching [ErrStatementInDoubt] (and the
+// connection's error, e.g. tunnel.ErrSessionLost), where pgx's stdlib
+// alone would make database/sql re-run a statement without arguments on a
+// new connection. Connections are [*PgConn].
 func OpenPostgres(d ContextDialer, dsn string) (*sql.DB, error) {
 	cfg, err := ParsePgx(d, dsn)
 	if err != nil {
 		return nil, err
 	}
-	return stdlib.OpenDB(*cfg), nil
+	return sql.OpenDB(pgSQLConnector(cfg)), nil
 }

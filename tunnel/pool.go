@@ -87,7 +87,10 @@ type ScaleConfig struct {
 // cause (never io.EOF). New dials go to the other sessions, or wait (within
 // their ctx) for a replacement that the pool opens in the background, with
 // exponential backoff. Drivers with pools (pgxpool, database/sql) discard
-// the failed connections and go on through the replacement. The price: a
+// the failed connections and go on through the replacement. A statement in
+// flight when its session ended fails and may still have run on the server
+// (in doubt); package dialer makes sure no driver retry runs it again
+// (dialer.ErrStatementInDoubt, and its doc for pgx used directly). The price: a
 // job learns of the loss only from the statements that failed, from Stats
 // (Replacements, LastReplacementReason) and from the logs (Warn "tunnel
 // session lost", Info "tunnel session replaced"). Done and Err fire only

@@ -229,8 +229,8 @@ func TestReplaceSessionDatabaseSQLCarriesOn(t *testing.T) {
 	}
 	// With a parameter (see TestReplaceSessionPgxPoolCarriesOn). Without
 	// one, pgx reports "conn closed", which its stdlib driver turns into
-	// driver.ErrBadConn, and database/sql runs the statement again on a
-	// new connection.
+	// driver.ErrBadConn; dialer.OpenPostgres turns that into
+	// dialer.ErrStatementInDoubt (TestSessionLostMidStatementNeverRunsTwice).
 	slow := make(chan error, 1)
 	go func() {
 		_, err := db.ExecContext(ctx, "SELECT pg_sleep($1)", 30)
