@@ -463,28 +463,13 @@ func (c *checker) checkAliyun(ctx context.Context, env *Env, o *tunnelOpts, remo
 	}
 	client, err := sshx.NewClient(tctx, conn, o.target, sc)
 	if err != nil {
-		d := diagnoseAliyun(err, o)
-		if noHostKey && d.step == stepHostKey {
-			d.problem = "no host key to verify against (no --known-hosts, no --host-key, no ~/.ssh/known_hosts); the instance offers " + orUnknown(d.offered)
-			d.cause = ""
-			d.advice = fmt.Sprintf("verify %s out of band and pass --host-key %s, or add this line to a known_hosts file: %s", orUnknown(d.offered), orUnknown(d.offered), orUnknown(d.knownHostsLine))
-		}
-		if d.step == stepAuth {
-			c.ok(stepHostKey, "verified")
-		}
-		c.diag(d)
-		if d.step == stepHostKey {
+		if d := c.loginFailed(diagnoseAliyun(err, o), noHostKey, "verify %[1]s out of band and pass --host-key %[1]s"); d.step == stepHostKey {
 			c.skip(stepAuth)
 		}
 		return false
 	}
 	defer client.Close()
-	if o.insecureIgnoreHostKey {
-		c.ok(stepHostKey, "NOT verified (--insecure-ignore-host-key)")
-	} else {
-		c.ok(stepHostKey, "verified against "+hostKeySource(o))
-	}
-	c.ok(stepAuth, fmt.Sprintf("logged in as %s with %s", o.sshUser, keyName(o)))
+	c.loggedIn(o)
 	ok := true
 	for _, r := range remotes {
 		dctx, dcancel := context.WithTimeout(ctx, o.connectTimeout)

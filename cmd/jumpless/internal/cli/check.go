@@ -365,26 +365,12 @@ func (c *checker) checkRemote(ctx context.Context, env *Env, o *tunnelOpts, dbc 
 		err = icKey.LoginRefused(err)
 	}
 	if err != nil {
-		d := diagnose(err, o)
-		if noHostKey && d.step == stepHostKey {
-			d.problem = "no host key to verify against (no --known-hosts, no --host-key, no ~/.ssh/known_hosts); the instance offers " + orUnknown(d.offered)
-			d.cause = ""
-			d.advice = fmt.Sprintf("the instance offers %s; verify it (e.g. EC2 console → Get system log) and pass --host-key %s, or add this line to a known_hosts file: %s", orUnknown(d.offered), orUnknown(d.offered), orUnknown(d.knownHostsLine))
-		}
-		if d.step == stepAuth {
-			c.ok(stepHostKey, "verified")
-		}
-		c.diag(d)
+		d := c.loginFailed(diagnose(err, o), noHostKey, "the instance offers %[1]s; verify it (e.g. EC2 console → Get system log) and pass --host-key %[1]s")
 		skipFrom(d.step)
 		return false
 	}
 	defer client.Close()
-	if o.insecureIgnoreHostKey {
-		c.ok(stepHostKey, "NOT verified (--insecure-ignore-host-key)")
-	} else {
-		c.ok(stepHostKey, "verified against "+hostKeySource(o))
-	}
-	c.ok(stepAuth, fmt.Sprintf("logged in as %s with %s", o.sshUser, keyName(o)))
+	c.loggedIn(o)
 
 	ok := true
 	for _, r := range remotes {
@@ -431,4 +417,32 @@ func ed25519Probe() (string, gossh.PublicKey, error) {
 	raw := []byte("jumpless-known-hosts-probe-key!!")
 	pub, err := gossh.NewPublicKey(ed25519.PublicKey(raw))
 	return "probe", pub, err
+}
+
+// loginFailed reports a failed SSH login (d, from diagnose or
+// diagnoseAliyun) and returns it as reported. With noHostKey (nothing to
+// verify against), a host key failure becomes advice to verify the offered
+// key: verifyHint, a format whose %[1]s is the offered key, says how.
+func (c *checker) loginFailed(d diagnosis, noHostKey bool, verifyHint string) diagnosis {
+	if noHostKey && d.step == stepHostKey {
+		offered := orUnknown(d.offered)
+		d.problem = "no host key to verify against (no --known-hosts, no --host-key, no ~/.ssh/known_hosts); the instance offers " + offered
+		d.cause = ""
+		d.advice = fmt.Sprintf(verifyHint, offered) + ", or add this line to a known_hosts file: " + orUnknown(d.knownHostsLine)
+	}
+	if d.step == stepAuth {
+		c.ok(stepHostKey, "verified")
+	}
+	c.diag(d)
+	return d
+}
+
+// loggedIn reports the host key and login steps of a successful SSH login.
+func (c *checker) loggedIn(o *tunnelOpts) {
+	if o.insecureIgnoreHostKey {
+		c.ok(stepHostKey, "NOT verified (--insecure-ignore-host-key)")
+	} else {
+		c.ok(stepHostKey, "verified against "+hostKeySource(o))
+	}
+	c.ok(stepAuth, fmt.Sprintf("logged in as %s with %s", o.sshUser, keyName(o)))
 }
